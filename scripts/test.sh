@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up everything the tests need and run them: lint, then the whole pytest suite (offline).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+export HF_HUB_OFFLINE=1
+echo "==> ruff"
+.venv/bin/ruff check .
+echo "==> pytest"
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit "$status"

@@ -1,0 +1,54 @@
+"""Shared fixtures: small, randomly initialised timm models of every supported family."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# family -> (timm name, kwargs). Two blocks and a small input keep each model fast.
+FAMILIES: dict[str, tuple[str, dict]] = {
+    "vit": ("vit_tiny_patch16_224", dict(img_size=64)),
+    "deit_distilled": ("deit_tiny_distilled_patch16_224", dict(img_size=64)),
+    "registers": ("vit_base_patch14_reg4_dinov2", dict(img_size=56, num_classes=10)),
+    "avg_pool": ("vit_tiny_patch16_224", dict(img_size=64, class_token=False, global_pool="avg")),
+    "layerscale": ("deit3_small_patch16_224", dict(img_size=64)),
+    "eva": ("eva02_tiny_patch14_224", dict(img_size=56, num_classes=10)),
+}
+TOKEN_POOLED = ["vit", "registers", "layerscale"]
+
+
+def make_model(family: str, seed: int = 0, depth: int = 2) -> torch.nn.Module:
+    """A random-init model of ``family`` with every parameter jittered.
+
+    The jitter makes LayerScale gammas, zero-initialised heads and biases matter,
+    so a capture that skipped any of them would fail the tests.
+    """
+    name, kwargs = FAMILIES[family]
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False, depth=depth, **kwargs)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture(params=list(FAMILIES))
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def random_image(rng: np.random.Generator, height: int = 90, width: int = 120) -> np.ndarray:
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)

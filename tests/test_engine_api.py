@@ -1,0 +1,208 @@
+"""The engine's public surface: inputs, errors, classes, top-k, caching and batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from conftest import make_model, random_image
+from PIL import Image
+from timm.data import create_transform
+
+import vitlens_widgets as vl
+from vitlens_widgets.engine.classes import ClassNames
+from vitlens_widgets.engine.trace import rank_of
+
+
+@pytest.fixture(scope="module")
+def lens() -> vl.Lens:
+    return vl.Lens(make_model("vit"))
+
+
+def test_rank_counts_only_strictly_greater_logits():
+    logits = np.array([[3.0, 1.0, 3.0, 2.0, 3.0]], dtype=np.float32)
+    assert rank_of(logits, 0).tolist() == [0]  # tied at the top: nobody is strictly greater
+    assert rank_of(logits, 2).tolist() == [0]
+    assert rank_of(logits, 3).tolist() == [3]
+    assert rank_of(logits, 1).tolist() == [4]
+
+
+def test_identifiability_is_one_minus_rank_over_classes(lens, rng):
+    trace = lens.trace(random_image(rng))
+    rank = trace.rank(7, "mlp")
+    np.testing.assert_allclose(trace.identifiability(7, "mlp"), 1 - rank / lens.num_classes, rtol=1e-6)
+    top = trace.topk(k=1, site="mlp", layer=1).indices[:, 0]
+    assert np.all(trace.identifiability(top[0], "mlp")[0, 0] == 1.0)
+
+
+def test_classes_resolve_by_name_synonym_and_index(lens, rng):
+    trace = lens.trace(random_image(rng))
+    assert lens.class_names[0].startswith("tench")
+    assert lens.class_index("tench") == lens.class_index("Tinca tinca") == lens.class_index(0) == 0
+    np.testing.assert_array_equal(trace.rank("tench", "resid"), trace.rank(0, "resid"))
+
+
+def test_unknown_class_name_suggests_close_matches(lens):
+    with pytest.raises(ValueError, match="unknown class 'golden retriver'.*golden retriever"):
+        lens.class_index("golden retriver")
+    with pytest.raises(ValueError, match="out of range"):
+        lens.class_index(1000)
+
+
+def test_topk_matches_a_full_sort(lens, rng):
+    trace = lens.trace(random_image(rng))
+    top = trace.topk(k=5, site="attn", layer=2)
+    logits = trace.logits("attn")[1]
+    expected = np.argsort(-logits, axis=-1)[:, :5]
+    np.testing.assert_array_equal(top.indices, expected)
+    np.testing.assert_allclose(top.logits, np.take_along_axis(logits, expected, -1))
+    probs = trace.probs("attn")[1]
+    np.testing.assert_allclose(top.probs, np.take_along_axis(probs, expected, -1), rtol=1e-5)
+    assert top.names[0][0] == lens.class_names[expected[0, 0]]
+    assert trace.topk(k=3).indices.shape == (lens.depth + 1, lens.tokens.n_tokens, 3)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda t: t.topk(site="attn", layer=0), "layer 0 is out of range for site 'attn'"),
+        (lambda t: t.topk(site="resid", layer=3), "valid layers are 0..2"),
+        (lambda t: t.logits("residual"), "unknown site 'residual'"),
+        (lambda t: t.topk(k=0), "k must be between 1 and 1000"),
+        (lambda t: t.tokens.check_token(17), "token 17 is out of range"),
+        (lambda t: t.tokens.patch_position(0), "prefix token 'cls'"),
+    ],
+)
+def test_out_of_range_queries_fail_clearly(lens, rng, call, message):
+    trace = lens.trace(random_image(rng))
+    with pytest.raises(ValueError, match=message):
+        call(trace)
+
+
+def test_token_layout_names_kinds_and_positions(lens):
+    tokens = lens.tokens
+    assert tokens.grid == (4, 4) and tokens.n_tokens == 17 and tokens.patch_size == (16, 16)
+    assert tokens.kinds[0] == "cls" and set(tokens.kinds[1:]) == {"patch"}
+    assert tokens.names[1] == "patch 0,0" and tokens.names[-1] == "patch 3,3"
+    assert tokens.patch_position(6) == (1, 1) and tokens.token_at(1, 1) == 6
+
+
+def test_preprocessing_is_the_models_own_timm_transform(rng):
+    model = make_model("vit")
+    lens = vl.Lens(model)
+    pil = Image.fromarray(random_image(rng, 100, 150))
+    config = dict(lens.preprocessor.config)
+    assert config["input_size"] == (3, 64, 64) and config["crop_pct"] == pytest.approx(0.9)
+    expected = create_transform(**config)(pil)
+    prepared = lens.prepare(pil)
+    torch.testing.assert_close(prepared.tensor, expected, atol=1e-6, rtol=0)
+    resize_and_crop = create_transform(**config).transforms[:2]
+    crop = pil
+    for step in resize_and_crop:
+        crop = step(crop)
+    np.testing.assert_array_equal(lens.trace(pil).image, np.asarray(crop))
+
+
+def test_file_path_array_pil_and_tensor_inputs_give_the_same_trace(lens, rng, tmp_path):
+    array = random_image(rng, 64, 64)
+    path = tmp_path / "img.png"
+    Image.fromarray(array).save(path)
+    lens.clear_cache()
+    traces = [lens.trace(array), lens.trace(str(path)), lens.trace(Image.fromarray(array))]
+    traces.append(lens.trace(lens.prepare(array).tensor))
+    for other in traces[1:]:
+        np.testing.assert_array_equal(other.logits("resid"), traces[0].logits("resid"))
+        np.testing.assert_array_equal(other.image, traces[0].image)
+    assert traces[0].image.shape == (64, 64, 3) and traces[0].image.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("image", "error", "message"),
+    [
+        (np.zeros((64, 64, 3), np.float32), ValueError, "must be uint8"),
+        (np.zeros((64, 64, 5), np.uint8), ValueError, "HxWx3"),
+        (torch.zeros(64, 64, 3), ValueError, r"\[3, H, W\]"),
+        (torch.zeros(3, 32, 32), ValueError, "expects"),
+        (torch.zeros(3, 64, 64, dtype=torch.uint8), ValueError, "floating point"),
+        ("/no/such/file.png", FileNotFoundError, "no image file"),
+        (42, TypeError, "cannot read an image"),
+    ],
+)
+def test_bad_images_fail_clearly_and_leave_no_state(lens, image, error, message):
+    lens.clear_cache()
+    with pytest.raises(error, match=message):
+        lens.trace(image)
+    assert len(lens._cache) == 0
+
+
+def test_same_image_is_served_from_the_cache_without_a_forward_pass(rng):
+    model = make_model("vit")
+    lens = vl.Lens(model, cache_size=2)
+    calls = []
+    model.patch_embed.register_forward_hook(lambda *a: calls.append(1))
+    images = [random_image(rng) for _ in range(3)]
+    first = lens.trace(images[0])
+    assert lens.trace(images[0].copy()) is first and len(calls) == 1
+    lens.trace(images[1])
+    lens.trace(images[2])  # evicts images[0]
+    assert len(calls) == 3
+    assert lens.trace(images[0]) is not first and len(calls) == 4
+
+
+def test_batches_agree_with_single_traces(rng):
+    lens = vl.Lens(make_model("deit_distilled"))
+    images = [random_image(rng) for _ in range(5)]
+    batch = lens.trace_batch(images)
+    assert len(batch) == 5
+    logits = batch.logits("attn")
+    assert logits.shape == (5, lens.depth, lens.tokens.n_tokens, lens.num_classes)
+    labels = [3, 1, 4, 1, 5]
+    ident = batch.identifiability(labels, "attn")
+    for i, image in enumerate(images):
+        single = lens.trace(image)
+        np.testing.assert_allclose(logits[i], single.logits("attn"), atol=1e-4)
+        np.testing.assert_array_equal(batch[i].logits("attn"), logits[i])  # traces share the batch's projection
+        np.testing.assert_array_equal(ident[i], batch[i].identifiability(labels[i], "attn"))
+    assert batch.predictions.tolist() == [lens.trace(im).prediction.index for im in images]
+
+
+def test_iter_traces_streams_a_dataset_lazily_in_batches(rng):
+    lens = vl.Lens(make_model("vit"))
+    consumed = []
+
+    def dataset():
+        for i in range(7):
+            consumed.append(i)
+            yield random_image(rng), i  # (image, label) items are fine
+
+    stream = lens.iter_batches(dataset(), batch_size=3, progress=False)
+    first = next(stream)
+    assert len(first) == 3 and len(consumed) == 3  # memory stays bounded by the batch size
+    sizes = [len(first)] + [len(b) for b in stream]
+    assert sizes == [3, 3, 1]
+    assert len(list(lens.iter_traces([random_image(rng) for _ in range(4)], batch_size=3, progress=False))) == 4
+
+
+def test_vit_base_trace_fully_projected_stays_under_64_mb(rng):
+    torch.manual_seed(0)
+    lens = vl.Lens(timm.create_model("vit_base_patch16_224", pretrained=False))
+    trace = lens.trace(random_image(rng, 224, 224))
+    for site in ("resid", "attn", "mlp"):
+        trace.logits(site)
+    assert trace.logits("resid").shape == (13, 197, 1000)
+    assert trace.nbytes < 64 * 2**20, f"{trace.nbytes / 2**20:.1f} MiB"
+
+
+def test_cuda_request_without_cuda_fails_clearly():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        vl.Lens(make_model("vit"), device="cuda")
+
+
+def test_class_names_must_match_the_head():
+    with pytest.raises(ValueError, match="got 3 class names for a model with 1000 classes"):
+        vl.Lens(make_model("vit"), class_names=["a", "b", "c"])
+    names = ClassNames([f"thing {i}" for i in range(10)])
+    assert names.index("THING 3") == 3 and names.short(2) == "thing 2"

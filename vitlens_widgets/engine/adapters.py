@@ -1,0 +1,217 @@
+"""Model adapters: one small interface over each supported timm ViT family.
+
+The engine never touches a family's quirks directly. An adapter knows, for its
+family, how to embed an image into the token sequence (``embed``), how to run
+each block as two residual updates (``attn_update``, ``mlp_update``), and how the
+model reads a token out as class logits (``readout``). Everything is read off the
+model's public structure (``patch_embed``, ``blocks[i].attn``, ``norm``,
+``head``, ...), so the numbers are the model's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+SUPPORTED = (
+    "timm VisionTransformer (vit_*, deit_*, deit3_*, vit_*_reg*, class token or global_pool='avg'), "
+    "VisionTransformerDistilled (deit_*_distilled_*) and Eva (eva02_*) with pre-norm blocks "
+    "and a linear classifier head"
+)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """The token sequence entering block 1, plus anything the blocks need (e.g. rotary embeddings)."""
+
+    tokens: torch.Tensor  # [B, T, D]
+    context: Any = None
+
+
+class ModelAdapter:
+    """Base adapter for timm ViTs whose blocks are ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``."""
+
+    family = "vit"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.blocks: list[nn.Module] = list(model.blocks)
+        check_blocks(self.blocks, self.block_types())
+
+    # --- structure -----------------------------------------------------------
+    @staticmethod
+    def block_types() -> tuple[type, ...]:
+        from timm.models.vision_transformer import Block
+
+        return (Block,)
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
+
+    @property
+    def prefix_names(self) -> tuple[str, ...]:
+        names = []
+        if getattr(self.model, "cls_token", None) is not None:
+            names.append("cls")
+        names += [f"reg{i}" for i in range(_num_registers(self.model))]
+        return tuple(names)
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        return tuple(self.model.patch_embed.patch_size)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The image size the model was built for (H, W)."""
+        return tuple(self.model.patch_embed.img_size)
+
+    def grid_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        ph, pw = self.patch_size
+        return image_hw[0] // ph, image_hw[1] // pw
+
+    # --- the forward pass, in named steps --------------------------------------
+    def embed(self, images: torch.Tensor) -> Embedded:
+        m = self.model
+        x = m.patch_embed(images)
+        x = m._pos_embed(x)
+        x = m.patch_drop(x)
+        return Embedded(m.norm_pre(x))
+
+    def attn_update(self, index: int, x: torch.Tensor, context: Any) -> torch.Tensor:
+        block = self.blocks[index]
+        return block.drop_path1(block.ls1(block.attn(block.norm1(x))))
+
+    def mlp_update(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        block = self.blocks[index]
+        return block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+    def readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Class logits of every token: the model's final norm (or ``fc_norm``) and head."""
+        m = self.model
+        return m.head(m.fc_norm(m.norm(hidden)))
+
+    def model_logits(self, final_tokens: torch.Tensor) -> torch.Tensor:
+        """The model's own output from the last block's tokens (its pooling and head)."""
+        return self.model.forward_head(self.model.norm(final_tokens))
+
+
+class DistilledAdapter(ModelAdapter):
+    """DeiT with a distillation token: the readout averages ``head`` and ``head_dist`` as timm does at inference."""
+
+    family = "deit_distilled"
+
+    @property
+    def prefix_names(self) -> tuple[str, ...]:
+        return ("cls", "dist")
+
+    def readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        normed = m.fc_norm(m.norm(hidden)) if hasattr(m, "fc_norm") else m.norm(hidden)
+        return (m.head(normed) + m.head_dist(normed)) / 2
+
+
+class EvaAdapter(ModelAdapter):
+    """EVA / EVA-02 (rotary position embeddings, optional LayerScale ``gamma_1``/``gamma_2``)."""
+
+    family = "eva"
+
+    @staticmethod
+    def block_types() -> tuple[type, ...]:
+        from timm.models.eva import EvaBlock
+
+        return (EvaBlock,)
+
+    def embed(self, images: torch.Tensor) -> Embedded:
+        m = self.model
+        x = m.patch_embed(images)
+        x, rope = m._pos_embed(x)
+        return Embedded(m.norm_pre(x), rope)
+
+    def _rope(self, index: int, rope: Any) -> Any:
+        if rope is not None and getattr(self.model, "rope_mixed", False):
+            return rope[index]
+        return rope
+
+    def attn_update(self, index: int, x: torch.Tensor, context: Any) -> torch.Tensor:
+        block = self.blocks[index]
+        out = block.attn(block.norm1(x), rope=self._rope(index, context))
+        if block.gamma_1 is not None:
+            out = block.gamma_1 * out
+        return block.drop_path1(out)
+
+    def mlp_update(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        block = self.blocks[index]
+        out = block.mlp(block.norm2(x))
+        if block.gamma_2 is not None:
+            out = block.gamma_2 * out
+        return block.drop_path2(out)
+
+
+def check_blocks(blocks: list[nn.Module], allowed: tuple[type, ...]) -> None:
+    for i, block in enumerate(blocks):
+        if type(block) not in allowed:
+            raise ValueError(
+                f"block {i} is a {type(block).__name__}, which the lens cannot split into attention and MLP "
+                f"updates (expected {', '.join(t.__name__ for t in allowed)}). Supported: {SUPPORTED}."
+            )
+
+
+def _num_registers(model: nn.Module) -> int:
+    reg = getattr(model, "reg_token", None)
+    return 0 if reg is None else int(reg.shape[1])
+
+
+def adapter_for(model: nn.Module) -> ModelAdapter:
+    """Pick the adapter for ``model``, or raise ``ValueError`` saying why it is not supported."""
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer
+
+    if isinstance(model, VisionTransformerDistilled):
+        adapter: ModelAdapter = DistilledAdapter(model)
+    elif isinstance(model, VisionTransformer):
+        adapter = ModelAdapter(model)
+    elif isinstance(model, Eva):
+        adapter = EvaAdapter(model)
+    else:
+        raise ValueError(
+            f"{type(model).__name__} is not a supported vision transformer: the lens reads class-token/patch-token "
+            f"transformers block by block. Supported: {SUPPORTED}."
+        )
+    _check_head(model, adapter)
+    expected = getattr(model, "num_prefix_tokens", len(adapter.prefix_names))
+    if expected != len(adapter.prefix_names):
+        raise ValueError(
+            f"cannot lay out this model's tokens: it has {expected} prefix tokens but the lens found "
+            f"{adapter.prefix_names}. Supported: {SUPPORTED}."
+        )
+    return adapter
+
+
+def _check_head(model: nn.Module, adapter: ModelAdapter) -> None:
+    if getattr(model, "attn_pool", None) is not None or getattr(model, "global_pool", None) == "map":
+        raise ValueError(
+            "this model pools tokens with an attention-pool head (global_pool='map'): its classifier does not "
+            "read single tokens, so tokens cannot be projected into class space. Use a model with a class token "
+            "or average pooling."
+        )
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear) or getattr(model, "num_classes", 0) == 0:
+        raise ValueError(
+            "this model has no linear classifier head (num_classes=0 or a custom head): there is no class "
+            "embedding space to project into. Create it with num_classes > 0, e.g. "
+            "timm.create_model(name, num_classes=1000)."
+        )
+    if not adapter.prefix_names and getattr(model, "global_pool", "") != "avg":
+        raise ValueError(
+            f"this model has no class token and pools with global_pool={model.global_pool!r}; "
+            "supported without a class token: global_pool='avg'."
+        )

@@ -1,0 +1,252 @@
+"""The Lens: runs a timm ViT once per image and hands back traces in class embedding space."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .adapters import ModelAdapter, adapter_for
+from .classes import ClassLike, ClassNames, default_class_names
+from .loading import create_model
+from .preprocess import ImageLike, Prepared, Preprocessor
+from .trace import TokenLayout, Trace, TraceBatch
+
+
+class Lens:
+    """A view of an image-classification ViT in class embedding space.
+
+    Args:
+        model: a supported timm model (see :data:`vitlens_widgets.engine.adapters.SUPPORTED`).
+        class_names: one name per class; default: the model's own metadata
+            (ImageNet names for ImageNet models), else ``"class i"``.
+        device: where to run (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); default CPU.
+        cache_size: how many recent traces to keep (same image and options: no second forward pass).
+
+    Example:
+        >>> lens = Lens.demo()
+        >>> trace = lens.trace(vl.data.shapes(1).images[0])
+        >>> trace.identifiability(trace.prediction.index, "resid").shape  # [L+1, T]
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: Sequence[str] | None = None,
+        device: str | torch.device = "cpu",
+        cache_size: int = 8,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Lens needs a torch model (nn.Module), got {type(model).__name__}")
+        self.adapter: ModelAdapter = adapter_for(model)
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        num_classes = self.adapter.num_classes
+        names = list(class_names) if class_names is not None else default_class_names(model, num_classes)
+        if len(names) != num_classes:
+            raise ValueError(f"got {len(names)} class names for a model with {num_classes} classes")
+        self.class_names = ClassNames(names)
+        self.preprocessor = Preprocessor(model, input_size=self.adapter.input_size)
+        self.tokens = TokenLayout(
+            prefix=self.adapter.prefix_names,
+            grid=self.adapter.grid_size(self.preprocessor.input_size),
+            patch_size=self.adapter.patch_size,
+        )
+        if cache_size < 0:
+            raise ValueError("cache_size must be >= 0")
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple, Trace] = OrderedDict()
+
+    # --- construction ------------------------------------------------------------
+    @classmethod
+    def from_timm(
+        cls,
+        name: str,
+        *,
+        pretrained: bool = True,
+        checkpoint_path: str | os.PathLike | None = None,
+        class_names: Sequence[str] | None = None,
+        device: str | torch.device = "cpu",
+        cache_size: int = 8,
+        **model_kwargs: Any,
+    ) -> Lens:
+        """A lens over a timm model by name.
+
+        Weights come from ``checkpoint_path`` (a local ``.safetensors``/``.pth``
+        file, read safely) when given, else from the hub when ``pretrained``
+        (which needs internet or a warm cache: offline machines fail within
+        seconds with instructions), else random (``pretrained=False``).
+
+        Example:
+            >>> lens = Lens.from_timm("vit_base_patch16_224", checkpoint_path="w.safetensors")
+        """
+        model = create_model(name, pretrained=pretrained, checkpoint_path=checkpoint_path, **model_kwargs)
+        return cls(model, class_names=class_names, device=device, cache_size=cache_size)
+
+    @classmethod
+    def demo(cls, device: str | torch.device = "cpu") -> Lens:
+        """The bundled demo ViT (textured shapes, 10 classes), loaded offline.
+
+        Example:
+            >>> lens = Lens.demo()
+            >>> lens.class_names[0]
+            'circle'
+        """
+        from ..demo import load_demo_model
+
+        return cls(load_demo_model(), device=device)
+
+    # --- shape of the model ------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Number of transformer blocks ``L``."""
+        return self.adapter.depth
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def class_index(self, cls: ClassLike) -> int:
+        """Resolve a class index or name (``ValueError`` with suggestions when unknown)."""
+        return self.class_names.index(cls)
+
+    def __repr__(self) -> str:
+        return (
+            f"Lens({type(self.model).__name__}, family={self.adapter.family!r}, blocks={self.depth}, "
+            f"tokens={self.tokens.n_tokens} ({'+'.join(self.tokens.prefix) or 'no prefix'} + "
+            f"{self.tokens.grid[0]}x{self.tokens.grid[1]} patches), classes={self.num_classes}, device={self.device})"
+        )
+
+    # --- tracing -----------------------------------------------------------------
+    def prepare(self, image: ImageLike) -> Prepared:
+        """Preprocess one image exactly as the model expects (see :class:`Preprocessor`)."""
+        return self.preprocessor(image)
+
+    def trace(self, image: ImageLike) -> Trace:
+        """Run the model on one image and keep every hidden state.
+
+        ``image``: a ``PIL.Image``, a file path, an ``HxWx3`` uint8 array, or an
+        already preprocessed float ``[3, H, W]`` tensor.
+        """
+        prepared = self.prepare(image)
+        key = (_fingerprint(prepared.tensor),)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        trace = self._run([prepared])[0]
+        if self.cache_size:
+            self._cache[key] = trace
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return trace
+
+    def trace_batch(self, images: Iterable[Any]) -> TraceBatch:
+        """Trace several images in one forward pass (see :meth:`iter_batches` for large sets)."""
+        prepared = [self.prepare(_image_of(item)) for item in images]
+        if not prepared:
+            raise ValueError("trace_batch needs at least one image")
+        return self._run(prepared)
+
+    def iter_batches(
+        self, images: Iterable[Any], batch_size: int = 32, progress: bool = True, desc: str = "tracing"
+    ) -> Iterator[TraceBatch]:
+        """Stream :class:`TraceBatch` es over any iterable or ``Dataset`` with bounded memory.
+
+        Items may be images or ``(image, label, ...)`` tuples (the first element is used).
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
+        with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
+            pending: list[Prepared] = []
+            for item in images:
+                pending.append(self.prepare(_image_of(item)))
+                if len(pending) == batch_size:
+                    yield self._run(pending)
+                    bar.update(len(pending))
+                    pending = []
+            if pending:
+                yield self._run(pending)
+                bar.update(len(pending))
+
+    def iter_traces(self, images: Iterable[Any], batch_size: int = 32, progress: bool = True) -> Iterator[Trace]:
+        """Stream one :class:`Trace` per image, computed ``batch_size`` at a time."""
+        for batch in self.iter_batches(images, batch_size=batch_size, progress=progress):
+            yield from batch
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # --- the forward pass ----------------------------------------------------------
+    def _run(self, prepared: list[Prepared]) -> TraceBatch:
+        x = torch.stack([p.tensor for p in prepared]).to(self.device, _model_dtype(self.model))
+        with torch.inference_mode():
+            hidden, output = self._forward(x)
+        output_np = output.float().cpu().numpy()
+        traces = [
+            Trace(
+                hidden={site: h[i] for site, h in hidden.items()},
+                output_logits=output_np[i],
+                readout=self.adapter.readout,
+                class_names=self.class_names,
+                tokens=self.tokens,
+                image=p.crop,
+            )
+            for i, p in enumerate(prepared)
+        ]
+        return TraceBatch(traces, hidden=hidden)
+
+    def _forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Embeddings, then each block as two residual updates; returns stacked states and the model's logits."""
+        adapter = self.adapter
+        embedded = adapter.embed(x)
+        h = embedded.tokens
+        resid, attn, mlp = [h], [], []
+        for i in range(adapter.depth):
+            a = adapter.attn_update(i, h, embedded.context)
+            h = h + a
+            m = adapter.mlp_update(i, h)
+            h = h + m
+            attn.append(a)
+            mlp.append(m)
+            resid.append(h)
+        output = adapter.model_logits(h)
+        hidden = {"resid": torch.stack(resid, 1), "attn": torch.stack(attn, 1), "mlp": torch.stack(mlp, 1)}
+        return hidden, output
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device, checked to exist on this machine."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} requested but CUDA is not available on this machine; use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(dev)!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' requested but MPS is not available on this machine; use device='cpu'")
+    return dev
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    param = next(model.parameters(), None)
+    return param.dtype if param is not None else torch.float32
+
+
+def _image_of(item: Any) -> Any:
+    """The image of a dataset item: the item itself, or the first element of a tuple/list."""
+    if isinstance(item, (tuple, list)) and item and not isinstance(item[0], (int, float)):
+        return item[0]
+    return item
+
+
+def _fingerprint(tensor: torch.Tensor) -> str:
+    return hashlib.blake2b(tensor.contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+
+
+__all__ = ["Lens", "resolve_device"]

@@ -1,0 +1,324 @@
+"""Traces: the hidden states of one forward pass, read lazily in class embedding space.
+
+Conventions, used everywhere in the package:
+
+* **site** -- where a hidden state is read: ``"resid"`` (the residual stream),
+  ``"attn"`` and ``"mlp"`` (what each sublayer adds to the residual stream).
+* **layer** -- a block number. For ``"resid"``, layer 0 is the embeddings
+  entering block 1 and layer ``b`` the output of block ``b`` (arrays have
+  ``L + 1`` rows, row = layer). For ``"attn"``/``"mlp"``, layer ``b`` is the
+  sublayer inside block ``b``, ``1 <= b <= L`` (arrays have ``L`` rows, row =
+  layer - 1).
+* **token** -- position in the model's sequence: prefix tokens first (``cls``,
+  ``dist``, ``reg0``...), then patches row-major.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from .classes import ClassLike, ClassNames
+
+SITES: tuple[str, ...] = ("resid", "attn", "mlp")
+SITE_LABELS = {"resid": "residual stream", "attn": "attention update", "mlp": "MLP update"}
+
+
+def check_site(site: str) -> str:
+    if site not in SITES:
+        raise ValueError(f"unknown site {site!r}: choose one of {', '.join(repr(s) for s in SITES)}")
+    return site
+
+
+def layer_numbers(site: str, depth: int) -> range:
+    """The valid layer numbers of ``site`` for a model with ``depth`` blocks."""
+    return range(0, depth + 1) if check_site(site) == "resid" else range(1, depth + 1)
+
+
+def layer_row(site: str, layer: int, depth: int) -> int:
+    """Array row of ``layer`` at ``site`` (see the module docstring), with a clear error when out of range."""
+    valid = layer_numbers(site, depth)
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+        raise TypeError(f"layer must be an int, got {type(layer).__name__}")
+    if int(layer) not in valid:
+        raise ValueError(
+            f"layer {layer} is out of range for site {site!r}: valid layers are {valid.start}..{valid.stop - 1}"
+            + (" (layer 0 exists only for 'resid', the embeddings)" if site != "resid" and layer == 0 else "")
+        )
+    return int(layer) - valid.start
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """The token sequence: prefix tokens, then a ``grid[0] x grid[1]`` patch grid, row-major."""
+
+    prefix: tuple[str, ...]
+    grid: tuple[int, int]
+    patch_size: tuple[int, int]
+
+    @property
+    def n_prefix(self) -> int:
+        return len(self.prefix)
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_prefix + self.n_patches
+
+    @property
+    def image_tokens(self) -> slice:
+        """Slice of the patch tokens in the sequence."""
+        return slice(self.n_prefix, self.n_tokens)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Per token: ``"cls"``, ``"dist"``, ``"register"`` or ``"patch"``."""
+        prefix = tuple("register" if p.startswith("reg") else p for p in self.prefix)
+        return prefix + ("patch",) * self.n_patches
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Per token: ``"cls"``, ``"reg0"``, ..., then ``"patch r,c"``."""
+        h, w = self.grid
+        return self.prefix + tuple(f"patch {r},{c}" for r in range(h) for c in range(w))
+
+    def check_token(self, token: int) -> int:
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
+            raise TypeError(f"token must be an int, got {type(token).__name__}")
+        if not 0 <= int(token) < self.n_tokens:
+            raise ValueError(
+                f"token {token} is out of range: this sequence has {self.n_tokens} tokens (0..{self.n_tokens - 1})"
+            )
+        return int(token)
+
+    def patch_position(self, token: int) -> tuple[int, int]:
+        """(row, column) of a patch token in the grid."""
+        token = self.check_token(token)
+        if token < self.n_prefix:
+            raise ValueError(f"token {token} is the prefix token {self.prefix[token]!r}, not a patch")
+        return divmod(token - self.n_prefix, self.grid[1])
+
+    def token_at(self, row: int, col: int) -> int:
+        """Sequence index of the patch at (row, column)."""
+        h, w = self.grid
+        if not (0 <= row < h and 0 <= col < w):
+            raise ValueError(f"patch ({row}, {col}) is outside the {h}x{w} grid")
+        return self.n_prefix + row * w + col
+
+
+class Prediction(NamedTuple):
+    """The model's own top-1 class."""
+
+    index: int
+    name: str
+    probability: float
+
+
+class TopK(NamedTuple):
+    """Top classes per token, best first; arrays share leading shape ``[..., T, k]``."""
+
+    indices: np.ndarray  # int64
+    logits: np.ndarray  # float32
+    probs: np.ndarray  # float32
+    names: list  # nested lists of class names, same shape as indices
+
+
+Readout = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Trace:
+    """One image's forward pass: hidden states at every site, block and token, projected on demand.
+
+    Obtain one with ``lens.trace(image)``. Projections (``logits``) are computed on
+    first use per site and cached; everything returned is a numpy array.
+
+    Example:
+        >>> trace = lens.trace(image)
+        >>> trace.identifiability(trace.prediction.index, "resid")[-1, 0]  # [CLS] at the last block
+    """
+
+    hidden: dict[str, torch.Tensor]  # site -> [rows, T, D]
+    output_logits: np.ndarray  # float32 [C], the model's own output
+    readout: Readout = field(repr=False)
+    class_names: ClassNames = field(repr=False)
+    tokens: TokenLayout = field(repr=False)
+    image: np.ndarray = field(repr=False)  # uint8 [H, W, 3]
+    options: dict[str, Any] = field(default_factory=dict)
+    _logits: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def depth(self) -> int:
+        return self.hidden["attn"].shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def prediction(self) -> Prediction:
+        probs = _softmax(self.output_logits)
+        i = int(np.argmax(self.output_logits))
+        return Prediction(i, self.class_names[i], float(probs[i]))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by hidden states, cached projections and the image."""
+        hidden = sum(t.element_size() * t.nelement() for t in self.hidden.values())
+        return hidden + sum(a.nbytes for a in self._logits.values()) + self.image.nbytes
+
+    def layers(self, site: str) -> range:
+        """Valid layer numbers of ``site``: 0..L for ``"resid"``, 1..L for ``"attn"``/``"mlp"``."""
+        return layer_numbers(site, self.depth)
+
+    def hidden_states(self, site: str = "resid") -> np.ndarray:
+        """Raw hidden states, float32 ``[rows, T, D]`` (rows as in :meth:`logits`)."""
+        return self.hidden[check_site(site)].detach().cpu().numpy()
+
+    def logits(self, site: str = "resid") -> np.ndarray:
+        """Class logits of every token at every layer: float32 ``[L+1, T, C]`` for ``"resid"``, else ``[L, T, C]``."""
+        check_site(site)
+        if site not in self._logits:
+            self._logits[site] = project(self.readout, self.hidden[site])
+        return self._logits[site]
+
+    def probs(self, site: str = "resid") -> np.ndarray:
+        """Softmax of :meth:`logits` over classes (computed fresh, not cached, to keep traces small)."""
+        return _softmax(self.logits(site))
+
+    def class_index(self, cls: ClassLike) -> int:
+        return self.class_names.index(cls)
+
+    def rank(self, cls: ClassLike, site: str = "resid") -> np.ndarray:
+        """int32 ``[rows, T]``: how many classes have a strictly greater logit than ``cls`` (0 = top-1)."""
+        return rank_of(self.logits(site), self.class_index(cls))
+
+    def identifiability(self, cls: ClassLike, site: str = "resid") -> np.ndarray:
+        """float32 ``[rows, T]``: ``1 - rank / C`` (1 = top-1, 0 = below every other class)."""
+        return identifiability_from_rank(self.rank(cls, site), self.num_classes)
+
+    def topk(self, k: int = 5, site: str = "resid", layer: int | None = None) -> TopK:
+        """The ``k`` highest classes per token, ``[T, k]`` at one layer or ``[rows, T, k]`` for all."""
+        if not 1 <= k <= self.num_classes:
+            raise ValueError(f"k must be between 1 and {self.num_classes}, got {k}")
+        logits = self.logits(site)
+        if layer is not None:
+            logits = logits[layer_row(site, layer, self.depth)]
+        return top_classes(logits, k, self.class_names)
+
+
+def project(readout: Readout, hidden: torch.Tensor, max_rows: int = 8192) -> np.ndarray:
+    """Apply ``readout`` to every token of ``hidden`` ``[..., D]`` in bounded chunks → float32 ``[..., C]``."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    with torch.inference_mode():
+        parts = [readout(flat[i : i + max_rows]).float().cpu() for i in range(0, flat.shape[0], max_rows)]
+    out = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return out.numpy().reshape(*hidden.shape[:-1], -1)
+
+
+def rank_of(logits: np.ndarray, cls: int) -> np.ndarray:
+    """Count of classes with a strictly greater logit than ``cls`` along the last axis (ties favour ``cls``)."""
+    target = logits[..., cls : cls + 1]
+    return np.count_nonzero(logits > target, axis=-1).astype(np.int32)
+
+
+def identifiability_from_rank(rank: np.ndarray, num_classes: int) -> np.ndarray:
+    return (1.0 - rank.astype(np.float32) / np.float32(num_classes)).astype(np.float32)
+
+
+def top_classes(logits: np.ndarray, k: int, class_names: Sequence[str]) -> TopK:
+    values, indices = torch.from_numpy(np.ascontiguousarray(logits)).topk(k, dim=-1)
+    probs = _softmax(logits)
+    top_probs = np.take_along_axis(probs, indices.numpy(), axis=-1)
+    names = np.asarray(class_names, dtype=object)[indices.numpy()].tolist()
+    return TopK(indices.numpy(), values.numpy(), top_probs.astype(np.float32), names)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+class TraceBatch(Sequence):
+    """Traces of a batch of images from one forward pass; projections are computed batch-wide.
+
+    Indexing gives a :class:`Trace`; the batched accessors return arrays with a
+    leading batch axis.
+    """
+
+    def __init__(self, traces: list[Trace], hidden: dict[str, torch.Tensor] | None = None):
+        if not traces:
+            raise ValueError("a TraceBatch needs at least one trace")
+        self._traces = traces
+        self._hidden = hidden  # site -> [B, rows, T, D], when the traces are views of one batch
+        self._logits: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._traces[i]
+
+    def __len__(self) -> int:
+        return len(self._traces)
+
+    def __iter__(self) -> Iterator[Trace]:
+        return iter(self._traces)
+
+    @property
+    def tokens(self) -> TokenLayout:
+        return self._traces[0].tokens
+
+    @property
+    def class_names(self) -> ClassNames:
+        return self._traces[0].class_names
+
+    @property
+    def depth(self) -> int:
+        return self._traces[0].depth
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """int64 ``[B]``: the model's own top-1 class per image."""
+        return np.array([int(np.argmax(t.output_logits)) for t in self._traces])
+
+    @property
+    def images(self) -> np.ndarray:
+        return np.stack([t.image for t in self._traces])
+
+    def logits(self, site: str = "resid") -> np.ndarray:
+        """float32 ``[B, rows, T, C]``, projected in one batched readout and shared with each trace's cache."""
+        check_site(site)
+        if site not in self._logits:
+            if self._hidden is not None and not any(site in t._logits for t in self._traces):
+                projected = project(self._traces[0].readout, self._hidden[site])
+            else:
+                projected = np.stack([t.logits(site) for t in self._traces])
+            for t, arr in zip(self._traces, projected):
+                t._logits[site] = arr  # views: the batch and its traces share one array
+            self._logits[site] = projected
+        return self._logits[site]
+
+    def rank(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
+        """int32 ``[B, rows, T]``; ``cls`` is one class for all images, or one per image (e.g. true labels)."""
+        logits = self.logits(site)
+        targets = self._class_per_image(cls)
+        target_logits = np.take_along_axis(logits, targets[:, None, None, None], axis=-1)
+        return np.count_nonzero(logits > target_logits, axis=-1).astype(np.int32)
+
+    def identifiability(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
+        """float32 ``[B, rows, T]``: ``1 - rank / C``."""
+        return identifiability_from_rank(self.rank(cls, site), len(self.class_names))
+
+    def _class_per_image(self, cls: Any) -> np.ndarray:
+        if isinstance(cls, (str, int, np.integer)):
+            return np.full(len(self), self.class_names.index(cls), dtype=np.int64)
+        targets = [self.class_names.index(c) for c in cls]
+        if len(targets) != len(self):
+            raise ValueError(f"got {len(targets)} classes for a batch of {len(self)} images")
+        return np.asarray(targets, dtype=np.int64)
