@@ -40,6 +40,33 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def measure(model: torch.nn.Module, lens: vl.Lens, batch_size: int, rounds: int, cls: int = 0) -> dict[str, float]:
+    """Median seconds of the bare forward, (a) and (b), interleaved round by round."""
+    x = torch.randn(batch_size, 3, *lens.preprocessor.input_size)
+    tensors = list(x)
+
+    def bare() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    def resid_identifiability() -> None:
+        lens.trace_batch(tensors).identifiability(cls, "resid")
+
+    def all_sites() -> None:
+        batch = lens.trace_batch(tensors)
+        for site in vl.SITES:
+            batch.logits(site)
+
+    runs = {"bare": bare, "a": resid_identifiability, "b": all_sites}
+    for fn in runs.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            times[name].append(timed(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -47,42 +74,24 @@ def main() -> None:
     torch.manual_seed(0)
     model = timm.create_model(args.model, pretrained=False).eval()
     lens = vl.Lens(model, cache_size=0)
-    cls = 0
-    print(f"{args.model} (random init), torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    print(f"{'batch':>5} {'bare s':>9} {'(a) s':>9} {'(b) s':>9} {'(a)/bare':>9} {'(b)/bare':>9}  {'trace MiB':>9}")
+    print(
+        f"{args.model} (random init), torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+    )
+    print(f"{'batch':>5} {'bare s':>9} {'(a) s':>9} {'(b) s':>9} {'(a)/bare':>9} {'(b)/bare':>9}")
     for batch_size in args.batches:
-        x = torch.randn(batch_size, 3, *lens.preprocessor.input_size)
-        tensors = list(x)
-
-        def bare() -> None:
-            with torch.inference_mode():
-                model(x)
-
-        def resid_identifiability() -> None:
-            lens.trace_batch(tensors).identifiability(cls, "resid")
-
-        def all_sites() -> None:
-            batch = lens.trace_batch(tensors)
-            for site in vl.SITES:
-                batch.logits(site)
-
-        for fn in (bare, resid_identifiability, all_sites):  # warm-up
-            fn()
-        times: dict[str, list[float]] = {"bare": [], "a": [], "b": []}
-        for _ in range(args.rounds):
-            times["bare"].append(timed(bare))
-            times["a"].append(timed(resid_identifiability))
-            times["b"].append(timed(all_sites))
-        med = {k: statistics.median(v) for k, v in times.items()}
-        trace = lens.trace_batch(tensors[:1])[0]
-        for site in vl.SITES:
-            trace.logits(site)
+        med = measure(model, lens, batch_size, args.rounds)
         print(
             f"{batch_size:>5} {med['bare']:>9.4f} {med['a']:>9.4f} {med['b']:>9.4f} "
-            f"{med['a'] / med['bare']:>8.3f}x {med['b'] / med['bare']:>8.3f}x  {trace.nbytes / 2**20:>9.1f}"
+            f"{med['a'] / med['bare']:>8.3f}x {med['b'] / med['bare']:>8.3f}x"
         )
+    trace = lens.trace(torch.randn(3, *lens.preprocessor.input_size))
+    for site in vl.SITES:
+        trace.logits(site)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"trace MiB: one fully projected trace (hidden states + logits of all sites + image); process peak RSS {peak:.0f} MiB")
+    print(
+        f"memory of one fully projected trace (hidden states + logits of all three sites): {trace.nbytes / 2**20:.1f} MiB"
+    )
+    print(f"process peak RSS over the whole run: {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

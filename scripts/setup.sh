@@ -14,4 +14,7 @@ spec="."
 echo "==> installing vitlens-widgets${extras:+ [$extras]} into .venv (torch comes with timm; first run takes a few minutes)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" 2>&1 | grep -v "is ignored" || true
+# Editable installs skip data files: enable the server extension the way a wheel install does.
+mkdir -p .venv/etc/jupyter/jupyter_server_config.d
+cp jupyter-config/jupyter_server_config.d/vitlens_widgets_server.json .venv/etc/jupyter/jupyter_server_config.d/
 .venv/bin/python -c "import vitlens_widgets, torch, timm; print('==> ready: vitlens-widgets', vitlens_widgets.__version__, '| torch', torch.__version__, '| timm', timm.__version__)"

@@ -9,6 +9,18 @@ Example:
 
 from . import data
 from .engine import SITES, Lens, Trace, TraceBatch, WeightsUnavailableError
+from .widgets import Explorer, explore, export_html
 
 __version__ = "0.1.0"
-__all__ = ["SITES", "Lens", "Trace", "TraceBatch", "WeightsUnavailableError", "__version__", "data"]
+__all__ = [
+    "SITES",
+    "Explorer",
+    "Lens",
+    "Trace",
+    "TraceBatch",
+    "WeightsUnavailableError",
+    "__version__",
+    "data",
+    "explore",
+    "export_html",
+]

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from torch.utils.data import Dataset
 
 IMAGE_SIZE = 64
 CHUNK = 256  # images are generated in chunks of this size, one RNG stream each
@@ -112,6 +113,46 @@ def shapes(n: int, seed: int = 0) -> ShapesBatch:
         masks=np.concatenate([c.masks for c in chunks])[:n],
         backgrounds=np.concatenate([c.backgrounds for c in chunks])[:n],
     )
+
+
+class ShapesDataset(Dataset):
+    """A ``torch.utils.data.Dataset`` view of :func:`shapes`: item ``i`` is ``(image, label, mask)``.
+
+    Items are identical to ``shapes(n, seed)`` (same chunked RNG streams); chunks
+    are generated on demand and the last few are kept, so sequential access costs
+    one vectorised call per 256 images.
+
+    Example:
+        >>> ds = ShapesDataset(1000, seed=2)
+        >>> image, label, mask = ds[0]  # uint8 [64, 64, 3], int, bool [64, 64]
+    """
+
+    class_names = CLASS_NAMES
+
+    def __init__(self, n: int, seed: int = 0, cached_chunks: int = 4):
+        if n < 0:
+            raise ValueError(f"n must be non-negative, got {n}")
+        self.n, self.seed = n, seed
+        self._chunks: dict[int, ShapesBatch] = {}
+        self._cached_chunks = max(1, cached_chunks)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int, np.ndarray]:
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index {i} out of range for {self.n} images")
+        i %= self.n
+        chunk = self._chunk(i // CHUNK)
+        j = i % CHUNK
+        return chunk.images[j], int(chunk.labels[j]), chunk.masks[j]
+
+    def _chunk(self, k: int) -> ShapesBatch:
+        if k not in self._chunks:
+            if len(self._chunks) >= self._cached_chunks:
+                self._chunks.pop(next(iter(self._chunks)))
+            self._chunks[k] = _chunk(self.seed, k)
+        return self._chunks[k]
 
 
 def _chunk(seed: int, index: int) -> ShapesBatch:

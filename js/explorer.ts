@@ -1,0 +1,464 @@
+/**
+ * The explorer view (anywidget ESM entry): token grid, layer slider with play, site and metric
+ * switches, class picker with top-class chips, and the hovered token's top-5 classes.
+ *
+ * All numbers come from the kernel as binary buffers; this file only picks rows out of them
+ * and maps values to colours.
+ */
+
+import { CLS_COLOUR, MEAN_COLOUR, scaleFor, TOKEN_COLOURS } from "./colors";
+import { TokenGrid } from "./grid";
+import { ClassPicker } from "./picker";
+import { Heartbeat, type Layout, SliceStore, toArrayBuffer, type ViewModel } from "./store";
+import { type Series, TrajectoryChart } from "./trajectories";
+
+const SITES: [string, string][] = [
+  ["resid", "residual stream"],
+  ["attn", "attention"],
+  ["mlp", "MLP"],
+];
+const METRICS: [string, string][] = [
+  ["identifiability", "identifiability"],
+  ["probability", "probability"],
+  ["logit", "logit"],
+];
+const PLAY_MS = 700;
+
+let instances = 0;
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  cls?: string,
+  text?: string,
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function radioGroup(label: string, options: [string, string][], onChange: (v: string) => void) {
+  const group = el("div", "vl-radios");
+  group.setAttribute("role", "radiogroup");
+  group.setAttribute("aria-label", label);
+  const name = `vl-${label.toLowerCase()}-${instances}`;
+  const inputs = options.map(([value, text]) => {
+    const wrap = el("label", "vl-radio");
+    const input = el("input");
+    input.type = "radio";
+    input.name = name;
+    input.value = value;
+    input.addEventListener("change", () => input.checked && onChange(value));
+    wrap.append(input, document.createTextNode(text));
+    group.append(wrap);
+    return input;
+  });
+  const caption = el("span", "vl-caption", label);
+  const box = el("div", "vl-field");
+  box.append(caption, group);
+  return { box, set: (v: string) => inputs.forEach((i) => (i.checked = i.value === v)) };
+}
+
+export class ExplorerUI {
+  readonly root = el("div", "vl-explorer");
+  private status = el("div", "vl-status");
+  private grid: TokenGrid;
+  private picker: ClassPicker;
+  private slider = el("input", "vl-slider");
+  private layerLabel = el("output", "vl-layer-label");
+  private play = el("button", "vl-play");
+  private chips = el("div", "vl-chips");
+  private hoverPanel = el("div", "vl-hover");
+  private legend = el("div", "vl-legend");
+  private gallery = el("div", "vl-gallery");
+  private chart: TrajectoryChart | null = null;
+  private store: SliceStore;
+  private heartbeat: Heartbeat | null = null;
+  private site: ReturnType<typeof radioGroup>;
+  private metric: ReturnType<typeof radioGroup>;
+  private hovered: number | null = null;
+  private timer: number | undefined;
+  private topIdx = new Int16Array(0);
+  private topProb = new Float32Array(0);
+  private error = "";
+  private disconnected = false;
+  private cleanups: (() => void)[] = [];
+
+  constructor(private model: ViewModel) {
+    instances++;
+    this.store = new SliceStore(
+      model,
+      () => this.render(),
+      (message) => this.showError(message),
+    );
+    this.grid = new TokenGrid({
+      hover: (token) => {
+        this.hovered = token;
+        this.renderHover();
+      },
+      toggle: (token) => this.toggle(token),
+    });
+    this.picker = new ClassPicker((cls) => this.setState("cls", cls));
+    this.site = radioGroup("Site", SITES, (v) => this.setState("site", v));
+    this.metric = radioGroup("Metric", METRICS, (v) => this.setState("metric", v));
+    this.build();
+    this.listen();
+    this.refreshAll();
+  }
+
+  private build(): void {
+    this.root.setAttribute("data-lm-suppress-shortcuts", "true"); // keys in here are ours, not JupyterLab's
+    this.root.addEventListener("keydown", (e) => e.stopPropagation());
+    this.status.setAttribute("role", "status");
+    this.status.setAttribute("aria-live", "polite");
+    this.slider.type = "range";
+    this.slider.min = "0";
+    this.slider.step = "1";
+    this.slider.setAttribute("aria-label", "Layer");
+    this.slider.addEventListener("input", () => this.setState("layer", Number(this.slider.value)));
+    this.play.type = "button";
+    this.play.setAttribute("aria-label", "Play");
+    this.play.textContent = "▶";
+    this.play.addEventListener("click", () => this.togglePlay());
+    this.chips.setAttribute("aria-label", "Top classes");
+
+    const layerField = el("div", "vl-field vl-layer");
+    layerField.append(el("span", "vl-caption", "Layer"), this.play, this.slider, this.layerLabel);
+    const classField = el("div", "vl-field");
+    classField.append(el("span", "vl-caption", "Class"), this.picker.root);
+    const controls = el("div", "vl-controls");
+    controls.append(
+      this.gallery,
+      layerField,
+      this.site.box,
+      this.metric.box,
+      classField,
+      this.chips,
+      this.legend,
+      this.hoverPanel,
+    );
+    const main = el("div", "vl-main");
+    main.append(this.grid.root, controls);
+    this.root.append(this.status, main);
+    if (this.model.get("standalone")) {
+      this.chart = new TrajectoryChart(
+        (layer) => this.setState("layer", layer),
+        (token) => this.setState("highlight", token),
+      );
+      this.root.append(this.chart.root);
+    }
+  }
+
+  private listen(): void {
+    const on = (event: string, fn: (...args: any[]) => void) => {
+      this.model.on(event, fn);
+      this.cleanups.push(() => this.model.off(event, fn));
+    };
+    on("change:layout", () => this.refreshAll());
+    on("change:image_png", () => this.grid.setImage(toArrayBuffer(this.model.get("image_png"))));
+    on("change:topk_indices", () => this.readTopk());
+    on("change:topk_probs", () => this.readTopk());
+    on("change:class_names", () => this.picker.setNames(this.model.get("class_names")));
+    for (const name of ["layer", "site", "metric", "cls", "selected", "highlight", "image_index"]) {
+      on(`change:${name}`, () => this.render());
+    }
+    on("change:error", () => this.showError(this.model.get("error")));
+    on("msg:custom", (content: any, buffers: (DataView | ArrayBuffer)[]) => {
+      if (this.heartbeat?.receive(content)) return;
+      this.store.receive(content, buffers ?? []);
+    });
+    if (!this.model.get("standalone")) {
+      this.heartbeat = new Heartbeat(this.model, (alive) => {
+        this.disconnected = !alive;
+        this.renderStatus();
+      });
+      this.heartbeat.start();
+    }
+  }
+
+  dispose(): void {
+    this.cleanups.forEach((fn) => fn());
+    this.heartbeat?.stop();
+    window.clearInterval(this.timer);
+    this.grid.dispose();
+  }
+
+  private setState(name: string, value: unknown): void {
+    this.model.set(name, value);
+    this.model.save_changes();
+    this.render();
+  }
+
+  private get layout(): Layout {
+    return this.model.get("layout") as Layout;
+  }
+
+  private refreshAll(): void {
+    const layout = this.layout;
+    if (!layout || !layout.grid) return;
+    this.picker.setNames(this.model.get("class_names"));
+    this.grid.setLayout(layout);
+    this.grid.setImage(toArrayBuffer(this.model.get("image_png")));
+    this.readTopk();
+    this.renderGallery();
+    this.render();
+  }
+
+  private readTopk(): void {
+    this.topIdx = new Int16Array(toArrayBuffer(this.model.get("topk_indices")));
+    this.topProb = new Float32Array(toArrayBuffer(this.model.get("topk_probs")));
+    this.renderHover();
+    this.renderChips();
+  }
+
+  /** Row of the current layer in arrays of the current site (attn/mlp have no layer 0). */
+  private row(): number {
+    const layer = this.model.get("layer") as number;
+    return this.model.get("site") === "resid" ? layer : Math.max(0, layer - 1);
+  }
+
+  private render(): void {
+    const layout = this.layout;
+    if (!layout || !layout.grid) return;
+    const site = this.model.get("site") as string;
+    const metric = this.model.get("metric") as string;
+    const cls = this.model.get("cls") as number;
+    const image = this.model.get("image_index") as number;
+    const minLayer = site === "resid" ? 0 : 1;
+    if ((this.model.get("layer") as number) < minLayer) {
+      this.model.set("layer", minLayer);
+      this.model.save_changes();
+    }
+    const layer = this.model.get("layer") as number;
+    this.slider.min = String(minLayer);
+    this.slider.max = String(layout.depth);
+    this.slider.value = String(layer);
+    this.slider.setAttribute("aria-valuetext", layerText(site, layer, layout.depth));
+    this.layerLabel.textContent = layerText(site, layer, layout.depth);
+    this.site.set(site);
+    this.metric.set(metric);
+    this.picker.show(cls);
+    const slice = this.store.get(image, site, metric, cls);
+    if (!slice) {
+      this.store.request(image, { site, metric, classes: [cls] });
+      this.root.classList.add("vl-loading");
+    } else {
+      this.root.classList.remove("vl-loading");
+      const tokens = layout.n_tokens;
+      const scale = scaleFor(metric, slice);
+      const row = this.row();
+      this.grid.paint(slice.subarray(row * tokens, (row + 1) * tokens), scale);
+      this.renderLegend(scale.min, scale.max, metric);
+      this.renderChart(slice, site, metric, cls);
+    }
+    this.grid.setSelection(
+      this.model.get("selected") as number[],
+      this.model.get("highlight") as number,
+    );
+    this.renderHover();
+    this.renderChips();
+    this.renderStatus();
+  }
+
+  private renderLegend(min: number, max: number, metric: string): void {
+    this.legend.className = `vl-legend vl-legend-${metric === "logit" ? "diverging" : "sequential"}`;
+    this.legend.replaceChildren(
+      el("span", "", min.toFixed(2)),
+      el("span", "vl-legend-bar"),
+      el("span", "", max.toFixed(2)),
+    );
+  }
+
+  private renderChart(slice: Float32Array, site: string, metric: string, cls: number): void {
+    if (!this.chart) return;
+    const layout = this.layout;
+    const tokens = layout.n_tokens;
+    const rows = slice.length / tokens;
+    const layers = Array.from({ length: rows }, (_, i) => (site === "resid" ? i : i + 1));
+    const column = (t: number) => layers.map((_, r) => slice[r * tokens + t]);
+    const n = layout.prefix.length;
+    const series: Series[] = [];
+    if (layout.prefix.includes("cls"))
+      series.push({ token: 0, label: "[CLS]", colour: CLS_COLOUR, values: column(0) });
+    series.push({
+      token: -1,
+      label: "image tokens (mean)",
+      colour: MEAN_COLOUR,
+      values: layers.map((_, r) => {
+        let sum = 0;
+        for (let t = n; t < tokens; t++) sum += slice[r * tokens + t];
+        return sum / (tokens - n);
+      }),
+    });
+    (this.model.get("selected") as number[]).forEach((t, i) =>
+      series.push({
+        token: t,
+        label: `token ${t}`,
+        colour: TOKEN_COLOURS[i % TOKEN_COLOURS.length],
+        values: column(t),
+      }),
+    );
+    const range: [number, number] =
+      metric === "logit" ? [Math.min(...slice), Math.max(...slice)] : [0, 1];
+    const name = (this.model.get("class_names") as string[])[cls];
+    this.chart.draw(
+      layers,
+      series,
+      this.model.get("layer"),
+      range,
+      `${metric} of '${name}' across layers`,
+    );
+  }
+
+  private topOf(token: number): { cls: number; prob: number }[] {
+    const k = this.model.get("topk_k") as number;
+    const base = (this.row() * this.layout.n_tokens + token) * k;
+    const out = [];
+    for (let i = 0; i < k && base + i < this.topIdx.length; i++) {
+      out.push({ cls: this.topIdx[base + i], prob: this.topProb[base + i] });
+    }
+    return out;
+  }
+
+  private renderHover(): void {
+    const layout = this.layout;
+    const token = this.hovered;
+    if (!layout || token === null || token >= layout.n_tokens) {
+      this.hoverPanel.replaceChildren(
+        el("span", "vl-hint", "Hover a token: its top-5 classes. Click: select it."),
+      );
+      return;
+    }
+    const names = this.model.get("class_names") as string[];
+    const title = el("div", "vl-hover-title", `${tokenName(layout, token)} · top classes here`);
+    const list = el("ol", "vl-hover-list");
+    for (const { cls, prob } of this.topOf(token)) {
+      const li = el("li");
+      const bar = el("span", "vl-bar");
+      bar.style.width = `${Math.round(prob * 100)}%`;
+      li.append(
+        el("span", "vl-hover-name", names[cls]),
+        bar,
+        el("span", "vl-hover-prob", `${(prob * 100).toFixed(1)}%`),
+      );
+      list.append(li);
+    }
+    this.hoverPanel.replaceChildren(title, list);
+  }
+
+  private renderChips(): void {
+    const layout = this.layout;
+    if (!layout) return;
+    const selected = this.model.get("selected") as number[];
+    const token =
+      this.hovered ??
+      (selected.length ? selected[selected.length - 1] : layout.prefix.includes("cls") ? 0 : null);
+    const names = this.model.get("class_names") as string[];
+    const current = this.model.get("cls") as number;
+    if (token === null) {
+      this.chips.replaceChildren();
+      return;
+    }
+    const top = this.topOf(token);
+    this.store.request(this.model.get("image_index"), {
+      site: this.model.get("site"),
+      metric: this.model.get("metric"),
+      classes: top.map((t) => t.cls),
+    });
+    this.chips.replaceChildren(
+      ...top.map(({ cls }) => {
+        const chip = el("button", "vl-chip", names[cls]);
+        chip.type = "button";
+        chip.setAttribute("aria-pressed", String(cls === current));
+        chip.addEventListener("click", () => this.setState("cls", cls));
+        return chip;
+      }),
+    );
+  }
+
+  private renderGallery(): void {
+    const count = this.model.get("n_images") as number;
+    this.gallery.hidden = count <= 1;
+    if (count <= 1) return;
+    const index = this.model.get("image_index") as number;
+    const prev = el("button", "vl-nav", "◀");
+    const next = el("button", "vl-nav", "▶");
+    prev.setAttribute("aria-label", "Previous image");
+    next.setAttribute("aria-label", "Next image");
+    prev.disabled = index === 0;
+    next.disabled = index === count - 1;
+    prev.addEventListener("click", () => this.setState("image_index", index - 1));
+    next.addEventListener("click", () => this.setState("image_index", index + 1));
+    this.gallery.replaceChildren(
+      prev,
+      el("span", "vl-caption", `image ${index + 1} of ${count}`),
+      next,
+    );
+  }
+
+  private toggle(token: number): void {
+    const selected = [...(this.model.get("selected") as number[])];
+    const at = selected.indexOf(token);
+    if (at >= 0) selected.splice(at, 1);
+    else selected.push(token);
+    this.setState("selected", selected);
+  }
+
+  private togglePlay(): void {
+    if (this.timer !== undefined) {
+      window.clearInterval(this.timer);
+      this.timer = undefined;
+      this.play.textContent = "▶";
+      this.play.setAttribute("aria-label", "Play");
+      return;
+    }
+    this.play.textContent = "⏸";
+    this.play.setAttribute("aria-label", "Pause");
+    this.timer = window.setInterval(() => {
+      const depth = this.layout.depth;
+      const min = this.model.get("site") === "resid" ? 0 : 1;
+      const layer = this.model.get("layer") as number;
+      this.setState("layer", layer >= depth ? min : layer + 1);
+    }, PLAY_MS);
+  }
+
+  private showError(message: string): void {
+    this.error = message;
+    this.renderStatus();
+  }
+
+  private renderStatus(): void {
+    const messages = [];
+    if (this.disconnected)
+      messages.push("Kernel not responding: if it restarted, run the cell again.");
+    if (this.error) messages.push(this.error);
+    this.status.textContent = messages.join(" ");
+    this.status.hidden = messages.length === 0;
+    this.root.classList.toggle("vl-disconnected", this.disconnected);
+  }
+}
+
+function layerText(site: string, layer: number, depth: number): string {
+  if (site === "resid")
+    return layer === 0 ? `0 · embeddings` : `${layer} / ${depth} · after block ${layer}`;
+  return `${layer} / ${depth} · ${site === "attn" ? "attention" : "MLP"} of block ${layer}`;
+}
+
+function tokenName(layout: Layout, token: number): string {
+  const n = layout.prefix.length;
+  if (token < n) return `[${layout.prefix[token].toUpperCase()}]`;
+  const w = layout.grid[1];
+  return `patch (${Math.floor((token - n) / w)}, ${(token - n) % w})`;
+}
+
+export default {
+  render({ model, el: host }: { model: ViewModel; el: HTMLElement }) {
+    const ui = new ExplorerUI(model);
+    host.append(ui.root);
+    (host as any).__vlExplorer = ui; // handle for tests and benchmarks
+    return () => {
+      ui.dispose();
+      ui.root.remove();
+    };
+  },
+};

@@ -1,0 +1,179 @@
+/**
+ * The view's data: metric slices cached by (image, site, metric, class), fetched from the
+ * kernel with coalesced requests (while one is in flight, only the latest pending one waits).
+ */
+
+export interface Layout {
+  depth: number;
+  grid: [number, number];
+  prefix: string[];
+  n_tokens: number;
+  image_size: [number, number];
+}
+
+/** The subset of an anywidget model the view uses (also implemented by the static export). */
+export interface ViewModel {
+  get(name: string): any;
+  set(name: string, value: unknown): void;
+  save_changes(): void;
+  on(event: string, callback: (...args: any[]) => void): void;
+  off(event?: string | null, callback?: ((...args: any[]) => void) | null): void;
+  send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
+}
+
+export interface SliceRequest {
+  site: string;
+  metric: string;
+  classes: number[];
+}
+
+interface SliceReply {
+  type: "slices";
+  id: number;
+  image_index: number;
+  site: string;
+  metric: string;
+  classes: number[];
+  rows: number;
+  tokens: number;
+}
+
+/** Bytes from a synced Bytes trait or a message buffer, as an aligned copy. */
+export function toArrayBuffer(
+  data: DataView | ArrayBuffer | ArrayBufferView | null | undefined,
+): ArrayBuffer {
+  if (!data) return new ArrayBuffer(0);
+  if (data instanceof ArrayBuffer) return data;
+  const view = data as ArrayBufferView;
+  return (view.buffer as ArrayBuffer).slice(view.byteOffset, view.byteOffset + view.byteLength);
+}
+
+export function sliceKey(image: number, site: string, metric: string, cls: number): string {
+  return `${image}|${site}|${metric}|${cls}`;
+}
+
+export class SliceStore {
+  private cache = new Map<string, Float32Array>();
+  private inFlight: number | null = null;
+  private pending: SliceRequest | null = null;
+  private nextId = 1;
+  private sentAt = new Map<number, number>();
+  /** Latencies (ms) of answered requests, for benchmarks. */
+  readonly latencies: number[] = [];
+
+  constructor(
+    private model: ViewModel,
+    private onData: () => void,
+    private onError: (message: string) => void,
+  ) {}
+
+  get(image: number, site: string, metric: string, cls: number): Float32Array | undefined {
+    return this.cache.get(sliceKey(image, site, metric, cls));
+  }
+
+  /** Ask for classes not cached yet; coalesced so scrubbing never queues stale work. */
+  request(image: number, request: SliceRequest): void {
+    const missing = request.classes.filter(
+      (c) => !this.cache.has(sliceKey(image, request.site, request.metric, c)),
+    );
+    if (missing.length === 0) return;
+    const wanted = { ...request, classes: missing };
+    if (this.inFlight !== null) {
+      this.pending = wanted;
+      return;
+    }
+    this.send(wanted);
+  }
+
+  clear(): void {
+    this.cache.clear();
+  }
+
+  /** Handle a kernel reply; returns true when it was a slice or error reply for this store. */
+  receive(content: any, buffers: (DataView | ArrayBuffer)[]): boolean {
+    if (content?.type === "slices") {
+      this.store(content as SliceReply, buffers[0]);
+      this.settle(content.id);
+      this.onData();
+      return true;
+    }
+    if (content?.type === "error") {
+      this.settle(content.id);
+      this.onError(String(content.message));
+      return true;
+    }
+    return false;
+  }
+
+  private store(reply: SliceReply, buffer: DataView | ArrayBuffer | undefined): void {
+    const all = new Float32Array(toArrayBuffer(buffer));
+    const size = reply.rows * reply.tokens;
+    if (all.length !== size * reply.classes.length) {
+      this.onError(`malformed reply: ${all.length} values for ${reply.classes.length} classes`);
+      return;
+    }
+    reply.classes.forEach((cls, i) => {
+      const key = sliceKey(reply.image_index, reply.site, reply.metric, cls);
+      this.cache.set(key, all.slice(i * size, (i + 1) * size));
+    });
+  }
+
+  private send(request: SliceRequest): void {
+    const id = this.nextId++;
+    this.inFlight = id;
+    this.sentAt.set(id, performance.now());
+    this.model.send({ type: "slices", id, ...request });
+  }
+
+  private settle(id: number): void {
+    const started = this.sentAt.get(id);
+    if (started !== undefined) {
+      this.latencies.push(performance.now() - started);
+      this.sentAt.delete(id);
+    }
+    if (id !== this.inFlight) return; // pushed ahead of time, or stale
+    this.inFlight = null;
+    const next = this.pending;
+    this.pending = null;
+    if (next) this.send(next);
+  }
+}
+
+/** Pings the kernel; reports when it stops answering (died, restarted, or busy for long). */
+export class Heartbeat {
+  private timer: number | undefined;
+  private lastPong = performance.now();
+  private pingId = 0;
+
+  constructor(
+    private model: ViewModel,
+    private onChange: (alive: boolean) => void,
+    private intervalMs = 3000,
+    private timeoutMs = 8000,
+  ) {}
+
+  start(): void {
+    this.timer = window.setInterval(() => this.beat(), this.intervalMs);
+  }
+
+  stop(): void {
+    window.clearInterval(this.timer);
+  }
+
+  receive(content: any): boolean {
+    if (content?.type !== "pong") return false;
+    this.lastPong = performance.now();
+    this.onChange(true);
+    return true;
+  }
+
+  private beat(): void {
+    try {
+      this.model.send({ type: "ping", id: ++this.pingId });
+    } catch {
+      this.onChange(false);
+      return;
+    }
+    if (performance.now() - this.lastPong > this.timeoutMs) this.onChange(false);
+  }
+}

@@ -1,0 +1,153 @@
+"""The explorer in a real JupyterLab and a real Chromium, and its exported page without a kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .jupyter import CHROMIUM, CHROMIUM_ARGS, chromium_available, running_lab, write_notebook
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not chromium_available(), reason=f"needs Debian's chromium at {CHROMIUM} (scripts/test.sh installs it)"
+    ),
+]
+
+NOTEBOOK_CELL = """\
+import vitlens_widgets as vl
+lens = vl.Lens.demo()
+images = vl.data.shapes(3, seed=2).images
+explorer = vl.explore(lens, images)
+explorer"""
+
+CANVAS_PIXELS = """() => {
+  const c = document.querySelector('.vl-explorer canvas.vl-heat');
+  return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def lab_page(browser, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    write_notebook(root / "explore.ipynb", [NOTEBOOK_CELL])
+    with running_lab(root) as lab:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(lab.url("explore.ipynb"))
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator, #jp-main-statusbar", timeout=60_000)
+        page.wait_for_timeout(1500)  # kernel connection settles
+        page.locator(".jp-Cell").first.click()
+        page.keyboard.press("Shift+Enter")
+        page.wait_for_selector(".vl-explorer canvas.vl-heat", timeout=180_000)
+        page.wait_for_function("() => !document.querySelector('.vl-explorer').classList.contains('vl-loading')")
+        page.wait_for_selector(".bqplot path.line", timeout=60_000)
+        yield page, errors
+        page.close()
+
+
+def pixels(page) -> list[int]:
+    return page.evaluate(CANVAS_PIXELS)
+
+
+def test_grid_renders_pixels_and_accessible_controls(lab_page):
+    page, _ = lab_page
+    data = pixels(page)
+    alphas = data[3::4]
+    assert len(alphas) == 64 and min(alphas) > 0  # every patch of the 8x8 grid painted
+    assert len(set(zip(data[0::4], data[1::4], data[2::4], strict=True))) > 3  # not a flat colour
+    assert page.get_by_role("grid", name="Tokens").get_by_role("gridcell").count() == 65
+    for role, name in [("slider", "Layer"), ("combobox", "Class"), ("radiogroup", "Site"), ("radiogroup", "Metric")]:
+        assert page.get_by_role(role, name=name).count() == 1
+
+
+def test_moving_the_layer_slider_changes_the_heatmap(lab_page):
+    page, _ = lab_page
+    slider = page.get_by_role("slider", name="Layer")
+    slider.focus()
+    page.keyboard.press("End")
+    before = pixels(page)
+    page.keyboard.press("Home")
+    page.wait_for_function("() => document.querySelector('.vl-layer-label').textContent.startsWith('0')")
+    assert pixels(page) != before
+
+
+def test_typing_a_class_name_changes_the_trajectories(lab_page):
+    page, _ = lab_page
+    title = page.locator(".bqplot text").filter(has_text="across layers")
+    before = title.text_content()
+    lines_before = page.locator(".bqplot path.line").evaluate_all("ps => ps.map(p => p.getAttribute('d'))")
+    target = "crescent" if "crescent" not in before else "heart"
+    picker = page.get_by_role("combobox", name="Class")
+    picker.click()
+    picker.fill(target[:4])
+    page.get_by_role("option", name=target).wait_for()
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        f"() => Array.from(document.querySelectorAll('.bqplot text')).some(t => t.textContent.includes(\"'{target}'\"))"
+    )
+    page.wait_for_timeout(300)
+    lines_after = page.locator(".bqplot path.line").evaluate_all("ps => ps.map(p => p.getAttribute('d'))")
+    assert lines_after != lines_before
+
+
+def test_clicking_a_cell_selects_it_and_adds_a_line(lab_page):
+    page, _ = lab_page
+    lines = page.locator(".bqplot path.line")
+    count = lines.count()
+    cell = page.get_by_role("gridcell", name="patch row 4, column 5")
+    cell.click()
+    assert cell.get_attribute("aria-selected") == "true"
+    page.wait_for_function(f"() => document.querySelectorAll('.bqplot path.line').length > {count}")
+    cell.press("Enter")  # keyboard toggles it off again
+    assert cell.get_attribute("aria-selected") == "false"
+
+
+def test_no_errors_in_the_browser_console(lab_page):
+    _, errors = lab_page
+    relevant = [e for e in errors if "favicon" not in e]
+    assert relevant == []
+
+
+def test_exported_page_is_interactive_without_a_kernel(browser, tmp_path: Path):
+    import vitlens_widgets as vl
+
+    path = tmp_path / "explorer.html"
+    size = vl.export_html(vl.Lens.demo(), vl.data.shapes(2, seed=2).images, path)
+    html = path.read_text()
+    assert size == len(html.encode()) and "http://" not in html and "https://" not in html  # no CDN
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    page.wait_for_selector(".vl-explorer canvas.vl-heat")
+    before = pixels(page)
+    page.get_by_role("slider", name="Layer").focus()
+    page.keyboard.press("Home")
+    assert pixels(page) != before
+    series = page.locator(".vl-trajectories polyline").count()
+    page.get_by_role("gridcell", name="patch row 2, column 2").click()
+    assert page.locator(".vl-trajectories polyline").count() == series + 1
+    picker = page.get_by_role("combobox", name="Class")
+    picker.fill("ring")
+    page.keyboard.press("Enter")
+    assert "'ring'" in page.locator(".vl-traj-title").text_content()
+    page.get_by_role("button", name="Next image").click()
+    assert page.get_by_text("image 2 of 2").count() == 1
+    assert errors == []
+    page.close()

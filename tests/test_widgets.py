@@ -1,0 +1,164 @@
+"""The explorer's kernel side: traits, message handling, validation and serialisation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+import timm
+import torch
+import traitlets
+
+import vitlens_widgets as vl
+from vitlens_widgets.widgets.payload import metric_slices, token_topk
+
+
+@pytest.fixture(scope="module")
+def lens() -> vl.Lens:
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=3, img_size=64, num_classes=10)
+    return vl.Lens(model, class_names=list(vl.data.CLASS_NAMES))
+
+
+@pytest.fixture
+def explorer(lens) -> vl.Explorer:
+    return vl.explore(lens, list(vl.data.shapes(3, seed=2).images))
+
+
+@pytest.fixture
+def sent(explorer, monkeypatch) -> list:
+    messages: list = []
+    monkeypatch.setattr(explorer.view, "send", lambda content, buffers=None: messages.append((content, buffers)))
+    return messages
+
+
+def test_view_starts_on_the_prediction_at_the_last_layer(explorer, lens):
+    view = explorer.view
+    trace = lens.trace(vl.data.shapes(1, seed=2).images[0])
+    assert view.layout == {"depth": 3, "grid": [4, 4], "prefix": ["cls"], "n_tokens": 17, "image_size": [64, 64]}
+    assert view.cls == view.prediction == trace.prediction.index
+    assert view.layer == 3 and view.site == "resid" and view.metric == "identifiability"
+    assert view.class_names == list(vl.data.CLASS_NAMES) and view.n_images == 3
+    assert view.image_png.startswith(b"\x89PNG")
+
+
+def test_topk_tables_round_trip_as_binary(explorer):
+    view = explorer.view
+    indices = np.frombuffer(view.topk_indices, dtype=np.int16).reshape(4, 17, 5)
+    probs = np.frombuffer(view.topk_probs, dtype=np.float32).reshape(4, 17, 5)
+    expected_indices, expected_probs = token_topk(view.trace, "resid")
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(probs, expected_probs)
+    view.site = "mlp"
+    assert len(view.topk_indices) == 3 * 17 * 5 * 2  # attn/mlp have no layer 0
+
+
+def test_slice_requests_are_answered_with_float32_buffers(explorer, sent):
+    explorer.view._handle_message(
+        explorer.view, {"type": "slices", "id": 7, "site": "attn", "metric": "probability", "classes": [2, 5]}, []
+    )
+    header, buffers = sent[-1]
+    assert header["type"] == "slices" and header["id"] == 7 and header["classes"] == [2, 5]
+    assert (header["rows"], header["tokens"]) == (3, 17)
+    data = np.frombuffer(buffers[0], dtype=np.float32).reshape(2, 3, 17)
+    np.testing.assert_array_equal(data, metric_slices(explorer.view.trace, "attn", "probability", [2, 5]))
+    np.testing.assert_allclose(data[0], explorer.view.trace.probs("attn")[..., 2])
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"site": "residual", "metric": "logit", "classes": [1]}, "unknown site"),
+        ({"site": "resid", "metric": "rank", "classes": [1]}, "unknown metric"),
+        ({"site": "resid", "metric": "logit", "classes": [10]}, "out of range"),
+        ({"site": "resid", "metric": "logit", "classes": ["1"]}, "out of range"),
+        ({"site": "resid", "metric": "logit", "classes": []}, "list of 1..256"),
+        ({"site": "resid", "metric": "logit", "classes": 3}, "list of 1..256"),
+    ],
+)
+def test_bad_requests_get_an_error_reply_not_a_crash(explorer, sent, request_, message):
+    explorer.view._handle_message(explorer.view, {"type": "slices", "id": 3, **request_}, [])
+    header, _ = sent[-1]
+    assert header["type"] == "error" and header["id"] == 3 and re.search(message, header["message"])
+
+
+def test_unknown_messages_and_pings(explorer, sent):
+    explorer.view._handle_message(explorer.view, {"type": "ping", "id": 4}, [])
+    assert sent[-1][0] == {"type": "pong", "id": 4}
+    explorer.view._handle_message(explorer.view, {"type": "launch"}, [])
+    assert sent[-1][0]["type"] == "error"
+    explorer.view._handle_message(explorer.view, "not a dict", [])
+    assert sent[-1][0]["type"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("trait", "value"), [("cls", 10), ("cls", -1), ("site", "x"), ("metric", "rank"), ("layer", 4), ("selected", [17])]
+)
+def test_invalid_state_is_rejected(explorer, trait, value):
+    with pytest.raises(traitlets.TraitError):
+        setattr(explorer.view, trait, value)
+
+
+def test_changing_site_pushes_fresh_slices_ahead_of_time(explorer, sent):
+    explorer.view.site = "attn"
+    pushed = [c for c, _ in sent if c.get("type") == "slices"]
+    assert pushed and pushed[-1]["id"] == -1 and pushed[-1]["site"] == "attn"
+    assert pushed[-1]["classes"] == list(range(10))  # small models: every class
+
+
+def test_gallery_navigation_traces_the_next_image(explorer, lens):
+    explorer.view.image_index = 2
+    expected = lens.trace(vl.data.shapes(3, seed=2).images[2])
+    assert explorer.view.trace is expected
+    assert explorer.view.prediction == expected.prediction.index
+
+
+def test_trajectories_follow_class_selection_and_layer(explorer):
+    view, plot = explorer.view, explorer.plot
+    lines = [m for m in plot.figure.marks if m is not plot.marker]
+    assert [m.labels[0] for m in lines] == ["[CLS]", "image tokens (mean)"]
+    np.testing.assert_allclose(lines[0].y, view.current_slice()[:, 0])
+    view.selected = [5, 9]
+    lines = [m for m in plot.figure.marks if m is not plot.marker]
+    assert [m.labels[0] for m in lines][2:] == ["patch 1,0", "patch 2,0"]
+    view.cls = (view.cls + 1) % 10
+    new_lines = [m for m in plot.figure.marks if m is not plot.marker]
+    np.testing.assert_allclose(new_lines[0].y, view.current_slice()[:, 0])
+    view.layer = 1
+    assert list(plot.marker.x) == [1, 1]
+    plot._on_layer(2)  # a click on the plot moves the slider
+    assert view.layer == 2
+
+
+def test_hovering_a_line_highlights_its_token(explorer):
+    explorer.view.selected = [6]
+    explorer._set_highlight(6)
+    assert explorer.view.highlight == 6
+
+
+def test_export_html_embeds_the_same_numbers_as_float16(lens, tmp_path):
+    images = vl.data.shapes(2, seed=2).images
+    path = tmp_path / "page.html"
+    size = vl.export_html(lens, images, path)
+    html = path.read_text()
+    assert size == len(html.encode()) and "<script>" in html
+    payload = json.loads(
+        re.search(r'<script id="vitlens-data" type="application/json">(.*?)</script>', html, re.S).group(1)
+    )
+    assert payload["complete"] and len(payload["images"]) == 2
+    first = payload["images"][0]
+    raw = np.frombuffer(base64.b64decode(first["slices"]["mlp|logit"]), dtype=np.float16).reshape(10, 3, 17)
+    expected = metric_slices(lens.trace(images[0]), "mlp", "logit", first["classes"])
+    np.testing.assert_allclose(raw.astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_explore_accepts_a_model_or_name_and_rejects_nonsense(lens):
+    image = vl.data.shapes(1, seed=2).images[0]
+    assert vl.explore(lens.model, image).view.n_images == 1
+    with pytest.raises(TypeError, match="Lens, a timm model or a model name"):
+        vl.explore(42, image)
+    with pytest.raises(ValueError, match="at least one image"):
+        vl.explore(lens, [])

@@ -1,0 +1,5 @@
+"""Dataset-level analyses: pure functions over a lens and data, returning tidy DataFrames."""
+
+from .identifiability import identifiability_by_block, iter_labelled, token_groups
+
+__all__ = ["identifiability_by_block", "iter_labelled", "token_groups"]

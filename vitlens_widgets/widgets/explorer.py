@@ -1,0 +1,196 @@
+"""The explorer: token grid, layer slider and class picker (anywidget), linked to bqplot trajectories."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets
+
+from ..engine.lens import Lens
+from ..engine.preprocess import ImageLike
+from ..engine.trace import SITES, Trace, layer_numbers
+from .payload import METRICS, layout_dict, metric_slices, png_bytes, prefetch_classes, token_topk
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+BUNDLE = STATIC / "explorer.js"
+STYLES = STATIC / "explorer.css"
+
+
+class ExplorerView(anywidget.AnyWidget):
+    """The front end: image with a token grid, controls, and the view state they share with the kernel.
+
+    Numbers reach the browser only as binary buffers: per-site top-k tables in
+    traits, metric slices ``[classes, rows, tokens]`` in custom messages answered
+    on request (and pushed ahead of time for the classes most likely needed).
+    """
+
+    _esm = BUNDLE
+    _css = STYLES
+
+    # what is shown
+    class_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    layout = traitlets.Dict().tag(sync=True)
+    n_images = traitlets.Int(1).tag(sync=True)
+    image_index = traitlets.Int(0).tag(sync=True)
+    image_png = traitlets.Bytes(b"").tag(sync=True)
+    prediction = traitlets.Int(0).tag(sync=True)
+    topk_indices = traitlets.Bytes(b"").tag(sync=True)  # int16 [rows, T, k] for the current site
+    topk_probs = traitlets.Bytes(b"").tag(sync=True)  # float32 [rows, T, k]
+    topk_k = traitlets.Int(5).tag(sync=True)
+    # what the user chose
+    site = traitlets.Unicode("resid").tag(sync=True)
+    metric = traitlets.Unicode("identifiability").tag(sync=True)
+    layer = traitlets.Int(0).tag(sync=True)
+    cls = traitlets.Int(0).tag(sync=True)
+    selected = traitlets.List(traitlets.Int()).tag(sync=True)
+    highlight = traitlets.Int(-1).tag(sync=True)
+    playing = traitlets.Bool(False).tag(sync=True)
+    # kernel -> view status
+    error = traitlets.Unicode("").tag(sync=True)
+    standalone = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, lens: Lens, images: Sequence[ImageLike], **kwargs: Any):
+        if not BUNDLE.is_file():
+            raise FileNotFoundError(f"the explorer's front-end bundle is missing ({BUNDLE}); reinstall vitlens-widgets")
+        if len(images) == 0:
+            raise ValueError("explore needs at least one image")
+        super().__init__(**kwargs)
+        self.lens = lens
+        self._images = list(images)
+        self.trace: Trace = lens.trace(self._images[0])
+        self.class_names = [lens.class_names.short(i) for i in range(lens.num_classes)]
+        self.n_images = len(self._images)
+        self._show_image(0)
+        self.on_msg(self._handle_message)
+
+    # --- kernel-side state changes ---------------------------------------------------
+    def _show_image(self, index: int) -> None:
+        trace = self.lens.trace(self._images[index])
+        self.trace = trace
+        with self.hold_sync():
+            self.layout = layout_dict(trace)
+            self.image_png = png_bytes(trace.image)
+            self.prediction = trace.prediction.index
+            self.selected = [s for s in self.selected if s < trace.tokens.n_tokens]
+            if self.image_index != index:
+                self.image_index = index
+            self.cls = trace.prediction.index
+            self.layer = min(self.layer, trace.depth) if self.layer else trace.depth
+            self._send_topk()
+        self._push_prefetch()
+
+    def _send_topk(self) -> None:
+        indices, probs = token_topk(self.trace, self.site)
+        self.topk_k = indices.shape[-1]
+        self.topk_indices = indices.tobytes()
+        self.topk_probs = probs.tobytes()
+
+    def _push_prefetch(self) -> None:
+        classes = prefetch_classes(self.trace)
+        self._reply({"id": -1, "site": self.site, "metric": self.metric, "classes": classes})
+
+    @traitlets.validate("site")
+    def _valid_site(self, proposal: dict) -> str:
+        if proposal["value"] not in SITES:
+            raise traitlets.TraitError(f"site must be one of {SITES}")
+        return proposal["value"]
+
+    @traitlets.validate("metric")
+    def _valid_metric(self, proposal: dict) -> str:
+        if proposal["value"] not in METRICS:
+            raise traitlets.TraitError(f"metric must be one of {METRICS}")
+        return proposal["value"]
+
+    @traitlets.validate("cls")
+    def _valid_cls(self, proposal: dict) -> int:
+        if not 0 <= proposal["value"] < self.lens.num_classes:
+            raise traitlets.TraitError(f"cls must be a class index 0..{self.lens.num_classes - 1}")
+        return proposal["value"]
+
+    @traitlets.validate("layer")
+    def _valid_layer(self, proposal: dict) -> int:
+        if not 0 <= proposal["value"] <= self.lens.depth:
+            raise traitlets.TraitError(f"layer must be 0..{self.lens.depth}")
+        return proposal["value"]
+
+    @traitlets.validate("selected")
+    def _valid_selected(self, proposal: dict) -> list[int]:
+        n = self.lens.tokens.n_tokens
+        bad = [t for t in proposal["value"] if not 0 <= t < n]
+        if bad:
+            raise traitlets.TraitError(f"tokens {bad} are out of range 0..{n - 1}")
+        return list(dict.fromkeys(proposal["value"]))
+
+    @traitlets.observe("site")
+    def _site_changed(self, change: dict) -> None:
+        self._send_topk()
+        self._push_prefetch()
+
+    @traitlets.observe("metric")
+    def _metric_changed(self, change: dict) -> None:
+        self._push_prefetch()
+
+    @traitlets.observe("image_index")
+    def _image_changed(self, change: dict) -> None:
+        if change["new"] != change["old"] and 0 <= change["new"] < len(self._images):
+            self._show_image(change["new"])
+
+    # --- requests from the view ------------------------------------------------------------
+    def _handle_message(self, _widget: Any, content: dict, _buffers: list) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "ping":
+            self.send({"type": "pong", "id": content.get("id")})
+        elif kind == "slices":
+            self._reply(content)
+        else:
+            self.send(
+                {
+                    "type": "error",
+                    "id": content.get("id") if isinstance(content, dict) else None,
+                    "message": f"unknown request {kind!r}",
+                }
+            )
+
+    def _reply(self, request: dict) -> None:
+        try:
+            site, metric, classes = self._check_request(request)
+            data = metric_slices(self.trace, site, metric, classes)
+        except (ValueError, TypeError, KeyError) as err:
+            self.send({"type": "error", "id": request.get("id"), "message": str(err)})
+            return
+        header = {
+            "type": "slices",
+            "id": request.get("id"),
+            "image_index": self.image_index,
+            "site": site,
+            "metric": metric,
+            "classes": classes,
+            "rows": int(data.shape[1]),
+            "tokens": int(data.shape[2]),
+        }
+        self.send(header, buffers=[data.tobytes()])
+
+    def _check_request(self, request: dict) -> tuple[str, str, list[int]]:
+        site, metric, classes = request.get("site"), request.get("metric"), request.get("classes")
+        if site not in SITES:
+            raise ValueError(f"unknown site {site!r}")
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}")
+        if not isinstance(classes, list) or not classes or len(classes) > 256:
+            raise ValueError("classes must be a list of 1..256 class indices")
+        for c in classes:
+            if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < self.lens.num_classes:
+                raise ValueError(f"class {c!r} is out of range 0..{self.lens.num_classes - 1}")
+        return site, metric, classes
+
+    # --- helpers for the trajectories -----------------------------------------------------------
+    def current_slice(self) -> np.ndarray:
+        """float32 ``[rows, T]``: the chosen metric of the chosen class at every layer and token of the chosen site."""
+        return metric_slices(self.trace, self.site, self.metric, [self.cls])[0]
+
+    def layer_axis(self) -> list[int]:
+        return list(layer_numbers(self.site, self.lens.depth))

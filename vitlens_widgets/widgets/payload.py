@@ -1,0 +1,76 @@
+"""What the explorer's front end is sent: metric slices and token summaries as compact binary arrays.
+
+Pure functions over a :class:`~vitlens_widgets.engine.trace.Trace`; shared by the
+live widget and the self-contained HTML export so both show the same numbers.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..engine.trace import SITES, Trace, check_site
+
+METRICS: tuple[str, ...] = ("identifiability", "probability", "logit")
+TOPK = 5
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(repr(m) for m in METRICS)}")
+    return metric
+
+
+def metric_slices(trace: Trace, site: str, metric: str, classes: Sequence[int]) -> np.ndarray:
+    """float32 ``[len(classes), rows, T]``: ``metric`` of each class at every layer and token of ``site``."""
+    check_site(site)
+    check_metric(metric)
+    classes = [trace.class_names.index(int(c)) for c in classes]
+    if metric == "identifiability":
+        return np.stack([trace.identifiability(c, site) for c in classes])
+    values = trace.logits(site) if metric == "logit" else trace.probs(site)
+    return np.ascontiguousarray(np.moveaxis(values[..., classes], -1, 0), dtype=np.float32)
+
+
+def token_topk(trace: Trace, site: str, k: int = TOPK) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` classes per layer and token: int16 indices and float32 probabilities, ``[rows, T, k]``."""
+    top = trace.topk(k=min(k, trace.num_classes), site=site)
+    return top.indices.astype(np.int16), top.probs.astype(np.float32)
+
+
+def prefetch_classes(trace: Trace, limit: int = 64) -> list[int]:
+    """Classes worth sending before they are asked for.
+
+    Every class when there are at most ``limit``; otherwise the prediction and
+    the top classes of [CLS] (or the mean image token) at the last layers of
+    every site, best first, up to ``limit``.
+    """
+    if trace.num_classes <= limit:
+        return list(range(trace.num_classes))
+    picks = [trace.prediction.index]
+    for site in SITES:
+        logits = trace.logits(site)[-1]
+        token_logits = logits[0] if trace.tokens.n_prefix else logits.mean(0)
+        picks += np.argsort(-token_logits)[:limit].tolist()
+    return list(dict.fromkeys(int(c) for c in picks))[:limit]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """The crop as PNG bytes (lossless, small) for drawing under the token grid."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def layout_dict(trace: Trace) -> dict:
+    tokens = trace.tokens
+    return {
+        "depth": trace.depth,
+        "grid": list(tokens.grid),
+        "prefix": list(tokens.prefix),
+        "n_tokens": tokens.n_tokens,
+        "image_size": list(trace.image.shape[:2]),
+    }
