@@ -72,7 +72,7 @@ export class ExplorerUI {
   private legend = el("div", "vl-legend");
   private gallery = el("div", "vl-gallery");
   private chart: TrajectoryChart | null = null;
-  private store: SliceStore;
+  readonly store: SliceStore;
   private heartbeat: Heartbeat | null = null;
   private site: ReturnType<typeof radioGroup>;
   private metric: ReturnType<typeof radioGroup>;
@@ -83,6 +83,8 @@ export class ExplorerUI {
   private error = "";
   private disconnected = false;
   private cleanups: (() => void)[] = [];
+  /** The slice last painted and when (performance.now()), for tests and benchmarks. */
+  lastPaint = { key: "", at: 0 };
 
   constructor(private model: ViewModel) {
     instances++;
@@ -183,10 +185,12 @@ export class ExplorerUI {
     this.grid.dispose();
   }
 
-  private setState(name: string, value: unknown): void {
+  /** Change one piece of view state as a user action would (also used by benchmarks). */
+  setState(name: string, value: unknown): void {
+    // set() re-renders through the change listener, which also sends any slice request;
+    // the trait sync follows, so the kernel answers the request before redrawing plots.
     this.model.set(name, value);
     this.model.save_changes();
-    this.render();
   }
 
   private get layout(): Layout {
@@ -248,6 +252,7 @@ export class ExplorerUI {
       const scale = scaleFor(metric, slice);
       const row = this.row();
       this.grid.paint(slice.subarray(row * tokens, (row + 1) * tokens), scale);
+      this.lastPaint = { key: `${image}|${site}|${metric}|${cls}|${layer}`, at: performance.now() };
       this.renderLegend(scale.min, scale.max, metric);
       this.renderChart(slice, site, metric, cls);
     }

@@ -8,3 +8,8 @@ npm ci --no-audit --no-fund --loglevel=error
 npm run -s typecheck
 npm run -s format:check
 npm run -s build
+if [ "${CI:-}" = "true" ] && ! git diff --quiet -- vitlens_widgets/static; then
+  echo "the committed bundle in vitlens_widgets/static is out of date with js/: run 'npm run build' and commit it" >&2
+  git diff --stat -- vitlens_widgets/static >&2
+  exit 1
+fi

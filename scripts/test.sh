@@ -11,6 +11,9 @@ fi
 export HF_HUB_OFFLINE=1
 echo "==> ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "==> front-end unit tests (node --test)"
+npm test --silent
 echo "==> pytest"
 set +e
 .venv/bin/python -m pytest "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ def browser():
 @pytest.fixture(scope="module")
 def lab_page(browser, tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    write_notebook(root / "explore.ipynb", [NOTEBOOK_CELL])
+    write_notebook(root / "explore.ipynb", [NOTEBOOK_CELL, "import os\nos._exit(1)  # the kernel dies"])
     with running_lab(root) as lab:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         errors: list[str] = []
@@ -73,6 +74,19 @@ def test_grid_renders_pixels_and_accessible_controls(lab_page):
     assert page.get_by_role("grid", name="Tokens").get_by_role("gridcell").count() == 65
     for role, name in [("slider", "Layer"), ("combobox", "Class"), ("radiogroup", "Site"), ("radiogroup", "Metric")]:
         assert page.get_by_role(role, name=name).count() == 1
+
+
+def test_screenshot_for_the_readme(lab_page):
+    """With VITLENS_UPDATE_SCREENSHOT=1, refresh docs/explorer.png from the live page."""
+    page, _ = lab_page
+    target = Path(__file__).parents[2] / "docs" / "explorer.png"
+    if os.environ.get("VITLENS_UPDATE_SCREENSHOT") != "1":
+        pytest.skip("set VITLENS_UPDATE_SCREENSHOT=1 to refresh the README screenshot")
+    page.get_by_role("gridcell", name="patch row 4, column 4").hover()
+    cell = page.locator(".jp-Cell").first
+    target.parent.mkdir(exist_ok=True)
+    cell.locator(".jp-OutputArea").screenshot(path=str(target))
+    assert target.stat().st_size > 10_000
 
 
 def test_moving_the_layer_slider_changes_the_heatmap(lab_page):
@@ -117,10 +131,36 @@ def test_clicking_a_cell_selects_it_and_adds_a_line(lab_page):
     assert cell.get_attribute("aria-selected") == "false"
 
 
+def test_keyboard_moves_through_the_grid_without_triggering_jupyterlab_shortcuts(lab_page):
+    page, _ = lab_page
+    cells = page.locator(".jp-Notebook .jp-Cell").count()
+    first = page.get_by_role("gridcell", name="patch row 1, column 1")
+    first.click()
+    first.press("Enter")  # toggles the selection off again (the click selected it)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowDown")
+    focused = page.evaluate("() => document.activeElement.getAttribute('aria-label')")
+    assert focused == "patch row 2, column 2"
+    for key in ("a", "b", "d", "x", "m"):  # JupyterLab command-mode shortcuts
+        page.keyboard.press(key)
+    assert page.locator(".jp-Notebook .jp-Cell").count() == cells
+
+
 def test_no_errors_in_the_browser_console(lab_page):
     _, errors = lab_page
     relevant = [e for e in errors if "favicon" not in e]
     assert relevant == []
+
+
+def test_widget_says_when_the_kernel_dies(lab_page):
+    page, errors = lab_page
+    assert page.locator(".vl-status").is_hidden()
+    page.locator(".jp-Cell").nth(1).click()
+    page.keyboard.press("Shift+Enter")
+    status = page.locator(".vl-explorer .vl-status")
+    status.wait_for(state="visible", timeout=30_000)
+    assert "Kernel not responding" in status.text_content()
+    errors.clear()  # JupyterLab itself logs the dead kernel
 
 
 def test_exported_page_is_interactive_without_a_kernel(browser, tmp_path: Path):

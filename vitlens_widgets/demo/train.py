@@ -112,7 +112,7 @@ def train(args: argparse.Namespace) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        running_loss += float(loss) * len(y)
+        running_loss += float(loss.detach()) * len(y)
         running_correct += int((logits.argmax(-1) == y).sum())
         seen += len(y)
         last = step + 1 == args.steps

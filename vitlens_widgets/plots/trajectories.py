@@ -52,6 +52,8 @@ class TrajectoryFigure:
         self._on_layer = on_layer
         self._on_hover_token = on_hover_token
         self._tokens: list[int] = []
+        self._pool: list[bq.Lines] = []
+        self._line_token: dict[str, int] = {}
         self.selector.observe(self._clicked, names="selected")
 
     def update(
@@ -73,41 +75,54 @@ class TrajectoryFigure:
         series.append((-1, "image tokens (mean)", MEAN_COLOUR, values[:, n_prefix:].mean(axis=1)))
         for i, token in enumerate(selected):
             series.append((token, token_names[token], token_colour(i), values[:, token]))
-        marks = [self._line(x, y, label, colour, token) for token, label, colour, y in series]
+        while len(self._pool) < len(series):
+            self._pool.append(self._new_line())
+        marks = self._pool[: len(series)]
+        for mark, (token, label, colour, y) in zip(marks, series):
+            self._style(mark, x, np.asarray(y, dtype=float), label, colour, token)
         self._tokens = [s[0] for s in series]
         low, high = METRIC_RANGES.get(metric, (float(values.min()), float(values.max())))
+        high = high if high > low else low + 1.0
         with self.y_scale.hold_sync():
-            self.y_scale.min, self.y_scale.max = low, high if high > low else low + 1.0
-        self.x_scale.min, self.x_scale.max = float(x[0]), float(x[-1])
+            self.y_scale.min, self.y_scale.max = low, high
+        with self.x_scale.hold_sync():
+            self.x_scale.min, self.x_scale.max = float(x[0]), float(x[-1])
         self.x_axis.tick_values = x
         self.y_axis.label = metric
         self.figure.title = f"{metric} of '{class_name}' across layers"
         self.marker.y = [low, high]
-        self.figure.marks = [*marks, self.marker]
+        if list(self.figure.marks) != [*marks, self.marker]:
+            self.figure.marks = [*marks, self.marker]
 
     def set_layer(self, layer: int) -> None:
         self.marker.x = [layer, layer]
         if list(self.selector.selected if self.selector.selected is not None else []) != [layer]:
             self.selector.selected = np.array([float(layer)])
 
-    def _line(self, x: np.ndarray, y: np.ndarray, label: str, colour: str, token: int) -> bq.Lines:
+    def _new_line(self) -> bq.Lines:
+        """A line mark, reused across redraws (creating widgets on every change would flood the comm)."""
         line = bq.Lines(
-            x=x,
-            y=np.asarray(y, dtype=float),
+            x=[0.0],
+            y=[0.0],
             scales={"x": self.x_scale, "y": self.y_scale},
-            colors=[colour],
-            labels=[label],
             display_legend=True,
             marker="circle",
             marker_size=24,
-            stroke_width=2.5 if token >= 0 else 2.0,
-            line_style="solid" if token != -1 else "dash_dotted",
             interactions={"hover": "tooltip"},
-            tooltip=bq.Tooltip(fields=["x", "y"], labels=["layer", label], formats=["d", ".3f"]),
+            tooltip=bq.Tooltip(fields=["x", "y"], labels=["layer", ""], formats=["d", ".3f"]),
         )
         if self._on_hover_token is not None:
-            line.on_hover(lambda _mark, _event, t=token: self._on_hover_token(t))
+            line.on_hover(lambda mark, _event: self._on_hover_token(self._line_token.get(mark.model_id, -1)))
         return line
+
+    def _style(self, line: bq.Lines, x: np.ndarray, y: np.ndarray, label: str, colour: str, token: int) -> None:
+        self._line_token[line.model_id] = token
+        with line.hold_sync():
+            line.x, line.y = x, y
+            line.colors, line.labels = [colour], [label]
+            line.stroke_width = 2.5 if token >= 0 else 2.0
+            line.line_style = "solid" if token != -1 else "dash_dotted"
+            line.tooltip.labels = ["layer", label]
 
     def _clicked(self, change: dict) -> None:
         selected = change["new"]

@@ -1,0 +1,134 @@
+"""Explorer latency, measured in the browser on a real JupyterLab page.
+
+    .venv/bin/python benchmarks/explorer.py [--repeats 30]
+
+For the demo model and for vit_base_patch16_224 (random init), with and without
+the TCP_NODELAY server extension, it prints (milliseconds, measured with
+``performance.now()`` in the page, from the input to the painted frame):
+
+* class change, p50/p95, for a class the view already holds (prefetched) and for
+  one that must come from the kernel;
+* layer change (slider) render time, p50/p95;
+* first paint: from running the cell (kernel warm) to the painted grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
+from jupyter import CHROMIUM, CHROMIUM_ARGS, running_lab, write_notebook
+
+MODELS = {
+    "demo": "lens = vl.Lens.demo()\nimages = vl.data.shapes(2, seed=2).images",
+    "vit_base_patch16_224": (
+        "import numpy as np, torch\ntorch.manual_seed(0)\n"
+        "lens = vl.Lens.from_timm('vit_base_patch16_224', pretrained=False)\n"
+        "images = [np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)]"
+    ),
+}
+
+MEASURE_CLASS = """async ([cls]) => {
+  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  const layer = ui.model.get('layer');
+  const key = `${ui.model.get('image_index')}|${ui.model.get('site')}|${ui.model.get('metric')}|${cls}|${layer}`;
+  const start = performance.now();
+  ui.setState('cls', cls);
+  while (ui.lastPaint.key !== key) await new Promise(r => setTimeout(r, 0));
+  await new Promise(r => requestAnimationFrame(() => r()));
+  return performance.now() - start;
+}"""
+
+MEASURE_LAYER = """async ([layer]) => {
+  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  const start = performance.now();
+  ui.setState('layer', layer);
+  await new Promise(r => requestAnimationFrame(() => r()));
+  return performance.now() - start;
+}"""
+
+STATE = """() => {
+  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  return {depth: ui.model.get('layout').depth, n: ui.model.get('class_names').length, cls: ui.model.get('cls'),
+          cached: Array.from({length: ui.model.get('class_names').length}, (_, c) =>
+            !!ui.store.get(ui.model.get('image_index'), ui.model.get('site'), ui.model.get('metric'), c))};
+}"""
+
+
+def percentiles(values: list[float]) -> str:
+    values = sorted(values)
+    p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+    return f"p50 {statistics.median(values):6.1f}  p95 {p95:6.1f}"
+
+
+def run_cell(page, index: int) -> None:
+    page.locator(".jp-Cell").nth(index).click()
+    page.keyboard.press("Shift+Enter")
+
+
+def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
+    root = Path(tempfile.mkdtemp())
+    setup = f"import vitlens_widgets as vl\n{MODELS[model]}\nlens.trace(images[0]);"
+    write_notebook(root / "bench.ipynb", [setup, "explorer = vl.explore(lens, images)\nexplorer"])
+    os.environ["VITLENS_TCP_NODELAY"] = "1" if nodelay else "0"
+    with running_lab(root) as lab:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(lab.url("bench.ipynb"))
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+        page.wait_for_timeout(2000)
+        run_cell(page, 0)
+        page.wait_for_function(
+            "() => document.querySelector('.jp-Cell .jp-InputArea-prompt')?.textContent.includes('[1]')",
+            timeout=300_000,
+        )
+        started = time.perf_counter()
+        run_cell(page, 1)
+        page.wait_for_function(
+            "() => { const e = document.querySelector('.vl-explorer'); return e && e.parentElement.__vlExplorer.lastPaint.at > 0; }",
+            timeout=300_000,
+        )
+        first_paint = (time.perf_counter() - started) * 1000
+        page.wait_for_timeout(1500)
+        state = page.evaluate(STATE)
+        cached = [c for c, hit in enumerate(state["cached"]) if hit and c != state["cls"]]
+        uncached = [c for c, hit in enumerate(state["cached"]) if not hit]
+        prefetched = [page.evaluate(MEASURE_CLASS, [cached[i % len(cached)]]) for i in range(repeats)]
+        from_kernel = [page.evaluate(MEASURE_CLASS, [c]) for c in uncached[:repeats]]
+        if not from_kernel:  # every class was pushed ahead of time: clear the cache to force kernel round trips
+            page.evaluate("() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.store.clear()")
+            from_kernel = [page.evaluate(MEASURE_CLASS, [(state["cls"] + 1 + i) % state["n"]]) for i in range(repeats)]
+        layers = [page.evaluate(MEASURE_LAYER, [i % (state["depth"] + 1)]) for i in range(repeats)]
+        page.close()
+    return {
+        "class (prefetched)": percentiles(prefetched),
+        "class (from kernel)": percentiles(from_kernel),
+        "layer change": percentiles(layers),
+        "first paint": f"{first_paint:6.0f}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        print(f"{'model':<22} {'TCP_NODELAY':<12} {'measure':<20} ms")
+        for model in args.models:
+            for nodelay in (True, False):
+                for name, value in measure(browser, model, nodelay, args.repeats).items():
+                    print(f"{model:<22} {'on' if nodelay else 'off':<12} {name:<20} {value}", flush=True)
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { matchClasses } from "../fuzzy";
+import { halfToFloat } from "../standalone-data";
+import { SliceStore, type ViewModel } from "../store";
+
+function fakeModel() {
+  const sent: any[] = [];
+  const model: ViewModel = {
+    get: () => undefined,
+    set: () => {},
+    save_changes: () => {},
+    on: () => {},
+    off: () => {},
+    send: (content: unknown) => void sent.push(content),
+  };
+  return { model, sent };
+}
+
+function reply(request: any, rows = 2, tokens = 3): [any, ArrayBuffer[]] {
+  const data = new Float32Array(request.classes.length * rows * tokens).map((_, i) => i);
+  return [
+    {
+      type: "slices",
+      id: request.id,
+      image_index: 0,
+      site: request.site,
+      metric: request.metric,
+      classes: request.classes,
+      rows,
+      tokens,
+    },
+    [data.buffer],
+  ];
+}
+
+test("while a request is in flight only the latest pending one is kept", () => {
+  const { model, sent } = fakeModel();
+  const store = new SliceStore(
+    model,
+    () => {},
+    () => {},
+  );
+  for (const cls of [1, 2, 3, 4])
+    store.request(0, { site: "resid", metric: "logit", classes: [cls] });
+  assert.equal(sent.length, 1);
+  assert.deepEqual(sent[0].classes, [1]);
+  store.receive(...reply(sent[0]));
+  assert.equal(sent.length, 2);
+  assert.deepEqual(sent[1].classes, [4]); // 2 and 3 were stale and never sent
+  store.receive(...reply(sent[1]));
+  assert.equal(sent.length, 2);
+});
+
+test("replies are split per class and cached", () => {
+  const { model, sent } = fakeModel();
+  const store = new SliceStore(
+    model,
+    () => {},
+    () => {},
+  );
+  store.request(0, { site: "attn", metric: "probability", classes: [5, 7] });
+  store.receive(...reply(sent[0]));
+  assert.deepEqual(Array.from(store.get(0, "attn", "probability", 7)!), [6, 7, 8, 9, 10, 11]);
+  store.request(0, { site: "attn", metric: "probability", classes: [5, 7] });
+  assert.equal(sent.length, 1); // cached: no new request
+});
+
+test("an error reply frees the queue and is reported", () => {
+  const { model, sent } = fakeModel();
+  const errors: string[] = [];
+  const store = new SliceStore(
+    model,
+    () => {},
+    (m) => errors.push(m),
+  );
+  store.request(0, { site: "resid", metric: "logit", classes: [1] });
+  store.request(0, { site: "resid", metric: "logit", classes: [2] });
+  store.receive({ type: "error", id: sent[0].id, message: "bad class" }, []);
+  assert.deepEqual(errors, ["bad class"]);
+  assert.equal(sent.length, 2);
+});
+
+test("class matching ranks exact, prefix, substring, then in-order matches", () => {
+  const names = ["golden retriever", "goldfish", "retriever", "tiger", "great white shark"];
+  const order = matchClasses("retriever", names).map((m) => names[m.index]);
+  assert.deepEqual(order.slice(0, 2), ["retriever", "golden retriever"]);
+  assert.equal(names[matchClasses("gldfsh", names)[0].index], "goldfish");
+  assert.deepEqual(matchClasses("zzz", names), []);
+});
+
+test("float16 decoding", () => {
+  const halves = new Uint16Array([0x3c00, 0xc000, 0x0000, 0x3555, 0x7c00]);
+  const out = Array.from(halfToFloat(halves));
+  assert.deepEqual(out.slice(0, 3), [1, -2, 0]);
+  assert.ok(Math.abs(out[3] - 0.33325) < 1e-4);
+  assert.equal(out[4], Infinity);
+});
