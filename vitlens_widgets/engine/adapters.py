@@ -10,11 +10,14 @@ model's public structure (``patch_embed``, ``blocks[i].attn``, ``norm``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+WeightsHook = Callable[[torch.Tensor], torch.Tensor]  # attention weights [B, H, T, T] -> edited weights
 
 SUPPORTED = (
     "timm VisionTransformer (vit_*, deit_*, deit3_*, vit_*_reg*, class token or global_pool='avg'), "
@@ -85,9 +88,22 @@ class ModelAdapter:
         x = m.patch_drop(x)
         return Embedded(m.norm_pre(x))
 
-    def attn_update(self, index: int, x: torch.Tensor, context: Any) -> torch.Tensor:
+    def attn_update(
+        self,
+        index: int,
+        x: torch.Tensor,
+        context: Any,
+        mask: torch.Tensor | None = None,
+        weights_hook: WeightsHook | None = None,
+    ) -> torch.Tensor:
+        """What block ``index``'s attention adds to ``x``; ``mask`` is additive, ``weights_hook`` edits softmax weights."""
         block = self.blocks[index]
-        return block.drop_path1(block.ls1(block.attn(block.norm1(x))))
+        normed = block.norm1(x)
+        if weights_hook is None:
+            out = block.attn(normed, attn_mask=mask)
+        else:
+            out = explicit_attention(block.attn, normed, mask, weights_hook)
+        return block.drop_path1(block.ls1(out))
 
     def mlp_update(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self.blocks[index]
@@ -140,9 +156,21 @@ class EvaAdapter(ModelAdapter):
             return rope[index]
         return rope
 
-    def attn_update(self, index: int, x: torch.Tensor, context: Any) -> torch.Tensor:
+    def attn_update(
+        self,
+        index: int,
+        x: torch.Tensor,
+        context: Any,
+        mask: torch.Tensor | None = None,
+        weights_hook: WeightsHook | None = None,
+    ) -> torch.Tensor:
+        if weights_hook is not None:
+            raise ValueError(
+                "editing attention weights after the softmax (attention='no_cls' without renormalize) is not "
+                "supported for EVA blocks; use renormalize=True"
+            )
         block = self.blocks[index]
-        out = block.attn(block.norm1(x), rope=self._rope(index, context))
+        out = block.attn(block.norm1(x), rope=self._rope(index, context), attn_mask=mask)
         if block.gamma_1 is not None:
             out = block.gamma_1 * out
         return block.drop_path1(out)
@@ -153,6 +181,25 @@ class EvaAdapter(ModelAdapter):
         if block.gamma_2 is not None:
             out = block.gamma_2 * out
         return block.drop_path2(out)
+
+
+def explicit_attention(
+    attn: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, weights_hook: WeightsHook
+) -> torch.Tensor:
+    """timm ``Attention`` written out step by step, so its softmax weights can be edited by ``weights_hook``."""
+    batch, tokens, _ = x.shape
+    qkv = attn.qkv(x).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    scores = (q * attn.scale) @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores + mask
+    weights = weights_hook(scores.softmax(dim=-1))
+    out = (weights @ v).transpose(1, 2).reshape(batch, tokens, -1)
+    out = attn.norm(out)
+    if getattr(attn, "gate", None) is not None:
+        out = out * attn.gate(x).sigmoid()
+    return attn.proj(out)
 
 
 def check_blocks(blocks: list[nn.Module], allowed: tuple[type, ...]) -> None:

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -15,8 +16,11 @@ from tqdm.auto import tqdm
 from .adapters import ModelAdapter, adapter_for
 from .classes import ClassLike, ClassNames, default_class_names
 from .loading import create_model
+from .perturb import Perturbation, attention_mask, make_perturbation, zero_cls_weights
 from .preprocess import ImageLike, Prepared, Preprocessor
 from .trace import TokenLayout, Trace, TraceBatch
+
+NO_PERTURBATION = Perturbation()
 
 
 class Lens:
@@ -128,67 +132,108 @@ class Lens:
         """Preprocess one image exactly as the model expects (see :class:`Preprocessor`)."""
         return self.preprocessor(image)
 
-    def trace(self, image: ImageLike) -> Trace:
+    def perturbation(
+        self,
+        attention: str | None = None,
+        blocks: Iterable[int] | None = None,
+        renormalize: bool = False,
+        drop_tokens: Iterable[int] | None = None,
+    ) -> Perturbation:
+        """Validate perturbation options (see :mod:`vitlens_widgets.engine.perturb`)."""
+        return make_perturbation(self.tokens, self.depth, attention, blocks, renormalize, drop_tokens)
+
+    def trace(
+        self,
+        image: ImageLike,
+        attention: str | None = None,
+        blocks: Iterable[int] | None = None,
+        renormalize: bool = False,
+        drop_tokens: Iterable[int] | None = None,
+    ) -> Trace:
         """Run the model on one image and keep every hidden state.
 
         ``image``: a ``PIL.Image``, a file path, an ``HxWx3`` uint8 array, or an
         already preprocessed float ``[3, H, W]`` tensor.
+
+        Perturbations (see :mod:`vitlens_widgets.engine.perturb`):
+        ``attention="self_only" | "no_cls"`` in ``blocks`` (1-based; default all),
+        ``renormalize`` for ``no_cls``, and ``drop_tokens`` (image tokens removed
+        from the sequence).
+
+        Example:
+            >>> lens.trace(image, attention="self_only", blocks=[4, 5, 6])
         """
+        perturbation = self.perturbation(attention, blocks, renormalize, drop_tokens)
         prepared = self.prepare(image)
-        key = (_fingerprint(prepared.tensor),)
+        key = (_fingerprint(prepared.tensor), perturbation)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        trace = self._run([prepared])[0]
+        trace = self._run([prepared], perturbation)[0]
         if self.cache_size:
             self._cache[key] = trace
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return trace
 
-    def trace_batch(self, images: Iterable[Any]) -> TraceBatch:
-        """Trace several images in one forward pass (see :meth:`iter_batches` for large sets)."""
+    def trace_batch(self, images: Iterable[Any], **perturbation: Any) -> TraceBatch:
+        """Trace several images in one forward pass (see :meth:`iter_batches` for large sets).
+
+        Keyword arguments are the perturbations of :meth:`trace`.
+        """
+        options = self.perturbation(**perturbation)
         prepared = [self.prepare(_image_of(item)) for item in images]
         if not prepared:
             raise ValueError("trace_batch needs at least one image")
-        return self._run(prepared)
+        return self._run(prepared, options)
 
     def iter_batches(
-        self, images: Iterable[Any], batch_size: int = 32, progress: bool = True, desc: str = "tracing"
+        self,
+        images: Iterable[Any],
+        batch_size: int = 32,
+        progress: bool = True,
+        desc: str = "tracing",
+        **perturbation: Any,
     ) -> Iterator[TraceBatch]:
         """Stream :class:`TraceBatch` es over any iterable or ``Dataset`` with bounded memory.
 
         Items may be images or ``(image, label, ...)`` tuples (the first element is used).
+        Keyword arguments are the perturbations of :meth:`trace`.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        options = self.perturbation(**perturbation)
         total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
         with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
             pending: list[Prepared] = []
             for item in images:
                 pending.append(self.prepare(_image_of(item)))
                 if len(pending) == batch_size:
-                    yield self._run(pending)
+                    yield self._run(pending, options)
                     bar.update(len(pending))
                     pending = []
             if pending:
-                yield self._run(pending)
+                yield self._run(pending, options)
                 bar.update(len(pending))
 
-    def iter_traces(self, images: Iterable[Any], batch_size: int = 32, progress: bool = True) -> Iterator[Trace]:
+    def iter_traces(
+        self, images: Iterable[Any], batch_size: int = 32, progress: bool = True, **perturbation: Any
+    ) -> Iterator[Trace]:
         """Stream one :class:`Trace` per image, computed ``batch_size`` at a time."""
-        for batch in self.iter_batches(images, batch_size=batch_size, progress=progress):
+        for batch in self.iter_batches(images, batch_size=batch_size, progress=progress, **perturbation):
             yield from batch
 
     def clear_cache(self) -> None:
         self._cache.clear()
 
     # --- the forward pass ----------------------------------------------------------
-    def _run(self, prepared: list[Prepared]) -> TraceBatch:
+    def _run(self, prepared: list[Prepared], perturbation: Perturbation = NO_PERTURBATION) -> TraceBatch:
         x = torch.stack([p.tensor for p in prepared]).to(self.device, _model_dtype(self.model))
         with torch.inference_mode():
-            hidden, output = self._forward(x)
+            hidden, output = self._forward(x, perturbation)
         output_np = output.float().cpu().numpy()
+        dropped = np.zeros(self.tokens.n_tokens, dtype=bool)
+        dropped[list(perturbation.drop_tokens)] = True
         traces = [
             Trace(
                 hidden={site: h[i] for site, h in hidden.items()},
@@ -197,28 +242,49 @@ class Lens:
                 class_names=self.class_names,
                 tokens=self.tokens,
                 image=p.crop,
+                options=perturbation.as_dict(),
+                dropped=dropped,
             )
             for i, p in enumerate(prepared)
         ]
         return TraceBatch(traces, hidden=hidden)
 
-    def _forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _forward(
+        self, x: torch.Tensor, perturbation: Perturbation = NO_PERTURBATION
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Embeddings, then each block as two residual updates; returns stacked states and the model's logits."""
         adapter = self.adapter
         embedded = adapter.embed(x)
         h = embedded.tokens
         resid, attn, mlp = [h], [], []
         for i in range(adapter.depth):
-            a = adapter.attn_update(i, h, embedded.context)
+            mask, hook = self._block_restrictions(perturbation, i + 1, h.dtype)
+            a = adapter.attn_update(i, h, embedded.context, mask=mask, weights_hook=hook)
             h = h + a
             m = adapter.mlp_update(i, h)
             h = h + m
             attn.append(a)
             mlp.append(m)
             resid.append(h)
-        output = adapter.model_logits(h)
+        kept = [t for t in range(self.tokens.n_tokens) if t not in set(perturbation.drop_tokens)]
+        output = adapter.model_logits(h[:, kept] if perturbation.drop_tokens else h)
         hidden = {"resid": torch.stack(resid, 1), "attn": torch.stack(attn, 1), "mlp": torch.stack(mlp, 1)}
+        if perturbation.drop_tokens:
+            for states in hidden.values():
+                states[:, :, list(perturbation.drop_tokens)] = float("nan")  # not in the sequence
         return hidden, output
+
+    def _block_restrictions(
+        self, perturbation: Perturbation, block_number: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor | None, Any]:
+        if not perturbation.active:
+            return None, None
+        mask = attention_mask(perturbation, self.tokens, block_number, dtype)
+        if mask is not None:
+            mask = mask.to(self.device)
+        no_cls_zeroed = perturbation.applies_to(block_number) and perturbation.attention == "no_cls"
+        hook = zero_cls_weights(self.tokens) if no_cls_zeroed and not perturbation.renormalize else None
+        return mask, hook
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

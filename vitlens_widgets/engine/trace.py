@@ -151,7 +151,8 @@ class Trace:
     class_names: ClassNames = field(repr=False)
     tokens: TokenLayout = field(repr=False)
     image: np.ndarray = field(repr=False)  # uint8 [H, W, 3]
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the perturbation, if any
+    dropped: np.ndarray | None = field(default=None, repr=False)  # bool [T]: tokens removed from the sequence
     _logits: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -197,11 +198,14 @@ class Trace:
         return self.class_names.index(cls)
 
     def rank(self, cls: ClassLike, site: str = "resid") -> np.ndarray:
-        """int32 ``[rows, T]``: how many classes have a strictly greater logit than ``cls`` (0 = top-1)."""
-        return rank_of(self.logits(site), self.class_index(cls))
+        """int32 ``[rows, T]``: how many classes have a strictly greater logit than ``cls`` (0 = top-1).
+
+        Tokens removed with ``drop_tokens`` have rank -1.
+        """
+        return mark_dropped(rank_of(self.logits(site), self.class_index(cls)), self.dropped)
 
     def identifiability(self, cls: ClassLike, site: str = "resid") -> np.ndarray:
-        """float32 ``[rows, T]``: ``1 - rank / C`` (1 = top-1, 0 = below every other class)."""
+        """float32 ``[rows, T]``: ``1 - rank / C`` (1 = top-1, 0 = below every other class; NaN if dropped)."""
         return identifiability_from_rank(self.rank(cls, site), self.num_classes)
 
     def topk(self, k: int = 5, site: str = "resid", layer: int | None = None) -> TopK:
@@ -229,8 +233,18 @@ def rank_of(logits: np.ndarray, cls: int) -> np.ndarray:
     return np.count_nonzero(logits > target, axis=-1).astype(np.int32)
 
 
+def mark_dropped(rank: np.ndarray, dropped: np.ndarray | None) -> np.ndarray:
+    """Set the rank of removed tokens (last axis) to -1."""
+    if dropped is not None and dropped.any():
+        rank[..., dropped] = -1
+    return rank
+
+
 def identifiability_from_rank(rank: np.ndarray, num_classes: int) -> np.ndarray:
-    return (1.0 - rank.astype(np.float32) / np.float32(num_classes)).astype(np.float32)
+    """``1 - rank / C`` as float32; NaN where rank is -1 (a removed token)."""
+    out = (1.0 - rank.astype(np.float32) / np.float32(num_classes)).astype(np.float32)
+    out[rank < 0] = np.nan
+    return out
 
 
 def top_classes(logits: np.ndarray, k: int, class_names: Sequence[str]) -> TopK:
@@ -309,7 +323,8 @@ class TraceBatch(Sequence):
         logits = self.logits(site)
         targets = self._class_per_image(cls)
         target_logits = np.take_along_axis(logits, targets[:, None, None, None], axis=-1)
-        return np.count_nonzero(logits > target_logits, axis=-1).astype(np.int32)
+        rank = np.count_nonzero(logits > target_logits, axis=-1).astype(np.int32)
+        return mark_dropped(rank, self._traces[0].dropped)
 
     def identifiability(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
         """float32 ``[B, rows, T]``: ``1 - rank / C``."""
