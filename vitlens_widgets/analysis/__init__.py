@@ -1,5 +1,19 @@
 """Dataset-level analyses: pure functions over a lens and data, returning tidy DataFrames."""
 
-from .identifiability import identifiability_by_block, iter_labelled, token_groups
+from .identifiability import (
+    identifiability_by_block,
+    iter_labelled,
+    labelled_batches,
+    object_context_test,
+    per_image_identifiability,
+    token_groups,
+)
 
-__all__ = ["identifiability_by_block", "iter_labelled", "token_groups"]
+__all__ = [
+    "identifiability_by_block",
+    "iter_labelled",
+    "labelled_batches",
+    "object_context_test",
+    "per_image_identifiability",
+    "token_groups",
+]

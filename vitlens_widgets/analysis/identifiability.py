@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..data.shapes import patch_fraction
 from ..engine.lens import Lens
-from ..engine.trace import TraceBatch, check_site, layer_numbers
+from ..engine.trace import TraceBatch, check_site, identifiability_from_rank, layer_numbers
 
 
 def iter_labelled(data: Any) -> Iterable[tuple[Any, int, np.ndarray | None]]:
@@ -48,18 +50,84 @@ def token_groups(lens: Lens, mask: np.ndarray | None, threshold: float = 0.5) ->
     return groups
 
 
+def labelled_batches(
+    lens: Lens, data: Any, batch_size: int = 64, progress: bool = True, desc: str = "tracing", **perturbation: Any
+) -> Iterator[tuple[TraceBatch, np.ndarray, list[np.ndarray | None]]]:
+    """Stream ``(traces, labels, masks)`` batches over labelled data with a progress bar and bounded memory."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    total = len(data.labels) if hasattr(data, "labels") else (len(data) if hasattr(data, "__len__") else None)
+    pending: list[tuple[Any, int, np.ndarray | None]] = []
+
+    def run() -> tuple[TraceBatch, np.ndarray, list[np.ndarray | None]]:
+        traces = lens.trace_batch([item[0] for item in pending], **perturbation)
+        return traces, np.array([item[1] for item in pending]), [item[2] for item in pending]
+
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
+        for item in iter_labelled(data):
+            pending.append(item)
+            if len(pending) == batch_size:
+                yield run()
+                bar.update(len(pending))
+                pending = []
+        if pending:
+            yield run()
+            bar.update(len(pending))
+
+
+@dataclass
+class PerImage:
+    """Per image and layer: mean identifiability and top-1 rate of each token group (NaN where a group is empty)."""
+
+    layers: list[int]
+    identifiability: dict[str, np.ndarray] = field(default_factory=dict)  # group -> [n_images, rows]
+    top1: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def per_image_identifiability(
+    lens: Lens, data: Any, site: str = "resid", batch_size: int = 64, progress: bool = True, **perturbation: Any
+) -> PerImage:
+    """Identifiability of the true class, averaged over each token group of each image, at every layer."""
+    check_site(site)
+    result = PerImage(list(layer_numbers(site, lens.depth)))
+    chunks: dict[str, list[list[np.ndarray]]] = {}
+    for traces, labels, masks in labelled_batches(lens, data, batch_size, progress, "identifiability", **perturbation):
+        rank = traces.rank(labels, site)  # [B, rows, T], -1 for removed tokens
+        ident = identifiability_from_rank(rank, lens.num_classes)
+        top1 = np.where(rank < 0, np.nan, rank == 0)
+        for i, mask in enumerate(masks):
+            for group, select in token_groups(lens, mask).items():
+                pair = chunks.setdefault(group, [[], []])
+                pair[0].append(_mean_over(ident[i], select))
+                pair[1].append(_mean_over(top1[i], select))
+    for group, (ident_rows, top1_rows) in chunks.items():
+        result.identifiability[group] = np.stack(ident_rows)
+        result.top1[group] = np.stack(top1_rows)
+    return result
+
+
+def _mean_over(values: np.ndarray, select: np.ndarray) -> np.ndarray:
+    """Mean over the selected tokens of ``values [rows, T]`` ignoring NaN (removed tokens); NaN if none."""
+    picked = values[:, select]
+    with np.errstate(invalid="ignore"):
+        count = np.sum(~np.isnan(picked), axis=1)
+        return np.where(count > 0, np.nansum(picked, axis=1) / np.maximum(count, 1), np.nan)
+
+
 def identifiability_by_block(
     lens: Lens,
     data: Any,
     site: str = "resid",
     batch_size: int = 64,
     progress: bool = True,
+    **perturbation: Any,
 ) -> pd.DataFrame:
     """Mean identifiability of the true class, and top-1 rate, per layer and token group.
 
     Token groups: ``cls``, ``image`` (all patches), and ``object`` / ``context``
     patches where masks are given. Rows are averaged over tokens within an image,
     then over images (images with no token in a group do not count for it).
+    Keyword arguments are trace perturbations (e.g. ``attention="self_only"``).
 
     Returns a DataFrame with columns ``site, layer, tokens, identifiability,
     top1_rate, images``.
@@ -68,59 +136,78 @@ def identifiability_by_block(
         >>> df = identifiability_by_block(Lens.demo(), vl.data.shapes(500, seed=2))
         >>> df.pivot(index="layer", columns="tokens", values="identifiability")
     """
-    check_site(site)
-    sums: dict[tuple[int, str], np.ndarray] = {}  # (layer, group) -> [sum ident, sum top1, images]
-    items = iter_labelled(data)
-    layers = list(layer_numbers(site, lens.depth))
-    batch: list[tuple[Any, int, np.ndarray | None]] = []
-
-    def flush() -> None:
-        traces = lens.trace_batch([b[0] for b in batch])
-        _accumulate(traces, [b[1] for b in batch], [b[2] for b in batch], lens, site, layers, sums)
-
-    from tqdm.auto import tqdm
-
-    total = len(data.labels) if hasattr(data, "labels") else (len(data) if hasattr(data, "__len__") else None)
-    for item in tqdm(items, total=total, desc="identifiability", unit="img", disable=not progress):
-        batch.append(item)
-        if len(batch) == batch_size:
-            flush()
-            batch = []
-    if batch:
-        flush()
-    rows = [
-        {
-            "site": site,
-            "layer": layer,
-            "tokens": group,
-            "identifiability": acc[0] / acc[2],
-            "top1_rate": acc[1] / acc[2],
-            "images": int(acc[2]),
-        }
-        for (layer, group), acc in sums.items()
-        if acc[2] > 0
-    ]
+    per_image = per_image_identifiability(lens, data, site, batch_size, progress, **perturbation)
+    rows = []
+    for group, ident in per_image.identifiability.items():
+        counts = np.sum(~np.isnan(ident), axis=0)
+        with np.errstate(invalid="ignore"):
+            mean_ident = np.nanmean(ident, axis=0)
+            mean_top1 = np.nanmean(per_image.top1[group], axis=0)
+        for r, layer in enumerate(per_image.layers):
+            if counts[r]:
+                rows.append(
+                    {
+                        "site": site,
+                        "layer": layer,
+                        "tokens": group,
+                        "identifiability": float(mean_ident[r]),
+                        "top1_rate": float(mean_top1[r]),
+                        "images": int(counts[r]),
+                    }
+                )
     return pd.DataFrame(rows).sort_values(["layer", "tokens"], ignore_index=True)
 
 
-def _accumulate(
-    traces: TraceBatch,
-    labels: list[int],
-    masks: list[np.ndarray | None],
+def object_context_test(
     lens: Lens,
-    site: str,
-    layers: list[int],
-    sums: dict[tuple[int, str], np.ndarray],
-) -> None:
-    rank = traces.rank(labels, site)  # [B, rows, T]
-    ident = 1.0 - rank / len(lens.class_names)
-    top1 = rank == 0
-    for i, mask in enumerate(masks):
-        for group, select in token_groups(lens, mask).items():
-            if not select.any():
-                continue
-            mean_ident = ident[i][:, select].mean(-1)
-            mean_top1 = top1[i][:, select].mean(-1)
-            for row, layer in enumerate(layers):
-                acc = sums.setdefault((layer, group), np.zeros(3))
-                acc += (mean_ident[row], mean_top1[row], 1.0)
+    data: Any,
+    n_permutations: int = 10_000,
+    site: str = "resid",
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Paired permutation test of object vs context identifiability, per layer.
+
+    For each image with both object and context tokens, take the difference of
+    their mean identifiabilities; under the null hypothesis (no difference) the
+    sign of each image's difference is exchangeable, so the p-value (two-sided)
+    is the share of ``n_permutations`` random sign flips whose mean difference is
+    at least as extreme as the observed one (with the usual +1 correction).
+
+    Returns columns ``layer, object, context, difference, p_value, images, permutations``.
+    """
+    if n_permutations < 1:
+        raise ValueError("n_permutations must be >= 1")
+    per_image = per_image_identifiability(lens, data, site, batch_size, progress)
+    if "object" not in per_image.identifiability:
+        raise ValueError("the object/context test needs masks: give (image, label, mask) items or a ShapesBatch")
+    obj, ctx = per_image.identifiability["object"], per_image.identifiability["context"]
+    both = ~np.isnan(obj).any(axis=1) & ~np.isnan(ctx).any(axis=1)
+    diff = obj[both] - ctx[both]  # [n, rows]
+    observed, p_values = paired_sign_flip_test(diff, n_permutations, seed)
+    return pd.DataFrame(
+        {
+            "layer": per_image.layers,
+            "object": obj[both].mean(axis=0),
+            "context": ctx[both].mean(axis=0),
+            "difference": observed,
+            "p_value": p_values,
+            "images": int(both.sum()),
+            "permutations": n_permutations,
+        }
+    )
+
+
+def paired_sign_flip_test(diff: np.ndarray, n_permutations: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of paired differences ``diff [n, k]`` per column and its two-sided sign-flip permutation p-value."""
+    if diff.shape[0] == 0:
+        raise ValueError("no paired observations to test")
+    observed = diff.mean(axis=0)
+    rng = np.random.default_rng(seed)
+    extreme = np.zeros(diff.shape[1])
+    for start in range(0, n_permutations, 1000):
+        signs = rng.choice([-1.0, 1.0], size=(min(1000, n_permutations - start), diff.shape[0]))
+        flipped = signs @ diff / diff.shape[0]  # [permutations, k]
+        extreme += (np.abs(flipped) >= np.abs(observed) - 1e-12).sum(axis=0)
+    return observed, (extreme + 1) / (n_permutations + 1)

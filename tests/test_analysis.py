@@ -1,0 +1,78 @@
+"""Dataset analyses, checked against direct computations on small cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_model
+
+import vitlens_widgets as vl
+from vitlens_widgets.analysis import identifiability_by_block, object_context_test, token_groups
+from vitlens_widgets.analysis.identifiability import paired_sign_flip_test
+
+
+@pytest.fixture(scope="module")
+def lens() -> vl.Lens:
+    torch.manual_seed(0)
+    model = make_model("vit", depth=2)
+    model.reset_classifier(10)
+    return vl.Lens(model, class_names=list(vl.data.CLASS_NAMES))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return vl.data.shapes(6, seed=4)
+
+
+def test_token_groups_follow_the_mask(lens):
+    mask = np.zeros((64, 64), bool)
+    mask[:16, :32] = True  # patches (0,0),(0,1) of the 4x4 grid are object
+    groups = token_groups(lens, mask)
+    assert np.flatnonzero(groups["object"]).tolist() == [1, 2]
+    assert groups["context"].sum() == 14 and groups["cls"].tolist()[0] and groups["image"].sum() == 16
+    with pytest.raises(ValueError, match="must cover the model's"):
+        token_groups(lens, np.zeros((32, 32), bool))
+
+
+def test_identifiability_by_block_equals_a_direct_computation(lens, data):
+    df = identifiability_by_block(lens, data, site="mlp", batch_size=4, progress=False)
+    for group in ("cls", "object", "context", "image"):
+        expected_ident, expected_top1 = [], []
+        for image, label, mask in zip(data.images, data.labels, data.masks):
+            select = token_groups(lens, mask)[group]
+            if not select.any():
+                continue
+            ident = lens.trace(image).identifiability(int(label), "mlp")[:, select]
+            expected_ident.append(ident.mean(1))
+            expected_top1.append((ident == 1.0).mean(1))
+        rows = df[df.tokens == group].sort_values("layer")
+        assert rows.layer.tolist() == [1, 2]
+        np.testing.assert_allclose(rows.identifiability, np.mean(expected_ident, 0), rtol=1e-5)
+        np.testing.assert_allclose(rows.top1_rate, np.mean(expected_top1, 0), rtol=1e-5)
+        assert (rows.images == len(expected_ident)).all()
+
+
+def test_perturbations_pass_through_to_the_traces(lens, data):
+    base = identifiability_by_block(lens, data, progress=False)
+    perturbed = identifiability_by_block(lens, data, progress=False, attention="self_only")
+    layer0 = base[base.layer == 0].identifiability.to_numpy()
+    np.testing.assert_allclose(perturbed[perturbed.layer == 0].identifiability, layer0)  # embeddings unchanged
+    assert not np.allclose(perturbed[perturbed.layer == 2].identifiability, base[base.layer == 2].identifiability)
+
+
+def test_sign_flip_test_on_known_cases():
+    strong = np.column_stack([np.full(12, 0.5), np.zeros(12), np.r_[np.full(6, 1.0), np.full(6, -1.0)]])
+    observed, p = paired_sign_flip_test(strong, 4000, seed=1)
+    np.testing.assert_allclose(observed, [0.5, 0.0, 0.0])
+    assert p[0] == pytest.approx(1 / 2**11, abs=2e-3)  # only the all-same-sign flips are as extreme
+    assert p[1] == 1.0 and p[2] == 1.0
+
+
+def test_object_context_test_reports_every_layer(lens, data):
+    df = object_context_test(lens, data, n_permutations=200, progress=False)
+    assert df.layer.tolist() == [0, 1, 2] and (df.permutations == 200).all()
+    np.testing.assert_allclose(df.difference, df.object - df.context, atol=1e-6)
+    assert ((df.p_value > 0) & (df.p_value <= 1)).all()
+    with pytest.raises(ValueError, match="needs masks"):
+        object_context_test(lens, list(zip(data.images, data.labels)), progress=False)
