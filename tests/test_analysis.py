@@ -76,3 +76,41 @@ def test_object_context_test_reports_every_layer(lens, data):
     assert ((df.p_value > 0) & (df.p_value <= 1)).all()
     with pytest.raises(ValueError, match="needs masks"):
         object_context_test(lens, list(zip(data.images, data.labels)), progress=False)
+
+
+def test_sublayer_contributions_equal_a_direct_computation(lens, data):
+    from vitlens_widgets.analysis import sublayer_contributions
+
+    df = sublayer_contributions(lens, data, batch_size=4, progress=False)
+    assert df.block.unique().tolist() == [1, 2]
+    expected: dict[str, list] = {}
+    for image, label, mask in zip(data.images, data.labels, data.masks):
+        trace = lens.trace(image)
+        resid, attn, mlp = trace.logits("resid"), trace.logits("attn"), trace.logits("mlp")
+        hidden = trace.hidden_states
+        mid = np.stack(
+            [
+                lens.adapter.readout(torch.from_numpy(hidden("resid")[b] + hidden("attn")[b])).detach().numpy()
+                for b in range(2)
+            ]
+        )
+        select = token_groups(lens, mask)["image"]
+        rows = []
+        for b in range(2):
+            out1, prev1 = resid[b + 1].argmax(-1), resid[b].argmax(-1)
+            a1, m1 = attn[b].argmax(-1), mlp[b].argmax(-1)
+            rows.append(
+                [
+                    (attn[b][:, label] > resid[b][:, label])[select].mean(),
+                    (mlp[b][:, label] > mid[b][:, label])[select].mean(),
+                    (out1 == a1)[select].mean(),
+                    (out1 == m1)[select].mean(),
+                    (out1 == prev1)[select].mean(),
+                    ((out1 != a1) & (out1 != m1) & (out1 != prev1))[select].mean(),
+                ]
+            )
+        expected.setdefault("image", []).append(rows)
+    got = df[df.tokens == "image"].sort_values("block")[
+        ["attn_gain_rate", "mlp_gain_rate", "top1_from_attn", "top1_from_mlp", "top1_from_previous", "top1_new"]
+    ]
+    np.testing.assert_allclose(got.to_numpy(), np.mean(expected["image"], axis=0), atol=1e-6)

@@ -8,6 +8,7 @@ from .identifiability import (
     per_image_identifiability,
     token_groups,
 )
+from .sublayers import sublayer_contributions
 
 __all__ = [
     "identifiability_by_block",
@@ -15,5 +16,6 @@ __all__ = [
     "labelled_batches",
     "object_context_test",
     "per_image_identifiability",
+    "sublayer_contributions",
     "token_groups",
 ]

@@ -318,6 +318,18 @@ class TraceBatch(Sequence):
             self._logits[site] = projected
         return self._logits[site]
 
+    def mid_logits(self) -> np.ndarray:
+        """float32 ``[B, L, T, C]``: the residual stream *inside* each block, after attention and before the MLP.
+
+        Row ``b - 1`` projects ``resid[b-1] + attn[b]``, the stream the MLP of block ``b`` reads.
+        """
+        hidden = (
+            self._hidden
+            if self._hidden is not None
+            else {site: torch.stack([t.hidden[site] for t in self._traces]) for site in ("resid", "attn")}
+        )
+        return project(self._traces[0].readout, hidden["resid"][:, :-1] + hidden["attn"])
+
     def rank(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
         """int32 ``[B, rows, T]``; ``cls`` is one class for all images, or one per image (e.g. true labels)."""
         logits = self.logits(site)
