@@ -114,3 +114,25 @@ def test_sublayer_contributions_equal_a_direct_computation(lens, data):
         ["attn_gain_rate", "mlp_gain_rate", "top1_from_attn", "top1_from_mlp", "top1_from_previous", "top1_new"]
     ]
     np.testing.assert_allclose(got.to_numpy(), np.mean(expected["image"], axis=0), atol=1e-6)
+
+
+def test_perturbation_effects_compare_against_the_unperturbed_model(lens, data):
+    from vitlens_widgets.analysis import perturbation_effects
+
+    df = perturbation_effects(
+        lens, data, {"self_only": {"attention": "self_only"}, "drop_context": {"drop": "context"}}, progress=False
+    )
+    assert set(df.perturbation) == {"self_only", "drop_context"}
+    self_only = df[(df.perturbation == "self_only") & (df.tokens == "image")].sort_values("layer")
+    base = identifiability_by_block(lens, data, progress=False)
+    base_image = base[base.tokens == "image"].sort_values("layer")
+    np.testing.assert_allclose(self_only.baseline, base_image.identifiability, rtol=1e-5)
+    direct = identifiability_by_block(lens, data, progress=False, attention="self_only")
+    np.testing.assert_allclose(
+        self_only.identifiability, direct[direct.tokens == "image"].sort_values("layer").identifiability, rtol=1e-5
+    )
+    np.testing.assert_allclose(self_only.change, self_only.identifiability - self_only.baseline, atol=1e-7)
+    dropped = df[(df.perturbation == "drop_context") & (df.tokens == "context")]
+    assert dropped.empty  # every context token is gone: nothing left to measure
+    expected_accuracy = np.mean([lens.trace(im).prediction.index == y for im, y in zip(data.images, data.labels)])
+    assert df.baseline_accuracy.iloc[0] == pytest.approx(expected_accuracy)

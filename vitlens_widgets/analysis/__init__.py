@@ -8,6 +8,7 @@ from .identifiability import (
     per_image_identifiability,
     token_groups,
 )
+from .perturbations import perturbation_effects
 from .sublayers import sublayer_contributions
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "labelled_batches",
     "object_context_test",
     "per_image_identifiability",
+    "perturbation_effects",
     "sublayer_contributions",
     "token_groups",
 ]
