@@ -136,3 +136,18 @@ def test_perturbation_effects_compare_against_the_unperturbed_model(lens, data):
     assert dropped.empty  # every context token is gone: nothing left to measure
     expected_accuracy = np.mean([lens.trace(im).prediction.index == y for im, y in zip(data.images, data.labels)])
     assert df.baseline_accuracy.iloc[0] == pytest.approx(expected_accuracy)
+
+
+def test_figures_are_built_from_the_dataframes(lens, data):
+    from vitlens_widgets.analysis import sublayer_contributions
+    from vitlens_widgets.plots import identifiability_figure, sublayer_figure
+
+    df = identifiability_by_block(lens, data, progress=False)
+    fig = identifiability_figure(df)
+    labels = [m.labels[0] for m in fig.marks]
+    assert labels == ["cls", "image", "object", "context"]
+    np.testing.assert_allclose(fig.marks[0].y, df[df.tokens == "cls"].sort_values("layer").identifiability)
+    sub = sublayer_figure(sublayer_contributions(lens, data, progress=False))
+    assert len(sub.marks) == 6 and list(sub.marks[0].x) == [1, 2]
+    with pytest.raises(ValueError, match="no rows for token group"):
+        sublayer_figure(sublayer_contributions(lens, data, progress=False), tokens="dist")
