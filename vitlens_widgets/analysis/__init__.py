@@ -8,16 +8,28 @@ from .identifiability import (
     per_image_identifiability,
     token_groups,
 )
+from .memories import (
+    class_value_agreement,
+    key_value_agreement,
+    memory_projections,
+    top_classes_per_memory,
+    top_memories_per_class,
+)
 from .perturbations import perturbation_effects
 from .sublayers import sublayer_contributions
 
 __all__ = [
+    "class_value_agreement",
     "identifiability_by_block",
     "iter_labelled",
+    "key_value_agreement",
     "labelled_batches",
+    "memory_projections",
     "object_context_test",
     "per_image_identifiability",
     "perturbation_effects",
     "sublayer_contributions",
     "token_groups",
+    "top_classes_per_memory",
+    "top_memories_per_class",
 ]

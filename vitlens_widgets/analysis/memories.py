@@ -1,0 +1,233 @@
+"""Sublayer parameters read as key-value memories, projected onto the class embeddings.
+
+For block ``b`` (timm naming):
+
+* **MLP memories** (``kind="mlp"``): memory ``i`` has key ``fc1.weight[i]`` and
+  value ``fc2.weight[:, i]``; its key coefficient for a token is the ``fc1``
+  output ``i`` (before the activation function).
+* **Attention memories** (``kind="attn"``): memory ``i`` has value
+  ``proj.weight[:, i]``; its coefficient for a token is the ``proj`` input ``i``
+  (the heads' outputs, concatenated).
+
+A value is read in class space by the class embeddings ``E`` (the head's weight
+matrix): ``E @ value``, without the final norm or bias, as in the paper. For
+class-value agreement both are L2-normalised first, so scores are cosines.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..engine.lens import Lens
+from .identifiability import labelled_batches, token_groups
+
+KINDS = ("mlp", "attn")
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'mlp' or 'attn', got {kind!r}")
+    return kind
+
+
+def value_vectors(model: nn.Module, block: int, kind: str = "mlp") -> torch.Tensor:
+    """Value vectors of block ``block`` (1-based) as columns, ``[D, memories]``."""
+    _check_kind(kind)
+    blocks = list(model.blocks)
+    if not 1 <= block <= len(blocks):
+        raise ValueError(f"block must be 1..{len(blocks)}, got {block}")
+    sub = blocks[block - 1]
+    if kind == "mlp":
+        fc2 = getattr(sub.mlp, "fc2", None)
+        if not isinstance(fc2, nn.Linear):
+            raise ValueError(f"block {block}'s MLP has no linear fc2 layer; MLP memories need a timm Mlp")
+        return fc2.weight.detach()
+    return sub.attn.proj.weight.detach()
+
+
+def class_embeddings(model: nn.Module) -> torch.Tensor:
+    """The class embedding matrix ``[C, D]`` (for distilled DeiT, the mean of both heads)."""
+    head = model.head.weight.detach()
+    dist = getattr(model, "head_dist", None)
+    return (head + dist.weight.detach()) / 2 if isinstance(dist, nn.Linear) else head
+
+
+def memory_projections(model: nn.Module, block: int, kind: str = "mlp", normalize: bool = False) -> np.ndarray:
+    """float32 ``[C, memories]``: every value vector of a block read as class scores (``E @ v``).
+
+    ``normalize=True`` L2-normalises class embeddings and values first (cosine similarities).
+    """
+    values = value_vectors(model, block, kind).float()
+    embed = class_embeddings(model).float()
+    if normalize:
+        values = values / values.norm(dim=0, keepdim=True).clamp_min(1e-12)
+        embed = embed / embed.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return (embed @ values).cpu().numpy()
+
+
+def top_classes_per_memory(lens: Lens, block: int, kind: str = "mlp", k: int = 5) -> pd.DataFrame:
+    """The ``k`` classes each memory writes most strongly: columns ``memory, rank, class, name, score``."""
+    scores = memory_projections(lens.model, block, kind)  # [C, M]
+    order = np.argsort(-scores, axis=0)[:k]  # [k, M]
+    memories = np.broadcast_to(np.arange(scores.shape[1]), order.shape)
+    return pd.DataFrame(
+        {
+            "memory": memories.T.ravel(),
+            "rank": np.tile(np.arange(k), scores.shape[1]),
+            "class": order.T.ravel(),
+            "name": [lens.class_names[c] for c in order.T.ravel()],
+            "score": np.take_along_axis(scores, order, axis=0).T.ravel(),
+        }
+    )
+
+
+def top_memories_per_class(lens: Lens, block: int, kind: str = "mlp", k: int = 5) -> pd.DataFrame:
+    """The ``k`` memories that write each class most strongly: columns ``class, name, rank, memory, score``."""
+    scores = memory_projections(lens.model, block, kind)
+    order = np.argsort(-scores, axis=1)[:, :k]  # [C, k]
+    classes = np.repeat(np.arange(scores.shape[0]), k)
+    return pd.DataFrame(
+        {
+            "class": classes,
+            "name": [lens.class_names[c] for c in classes],
+            "rank": np.tile(np.arange(k), scores.shape[0]),
+            "memory": order.ravel(),
+            "score": np.take_along_axis(scores, order, axis=1).ravel(),
+        }
+    )
+
+
+def random_init_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with the same architecture and timm's default random initialisation."""
+    clone = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if hasattr(clone, "init_weights"):
+            clone.init_weights()
+        else:
+            for module in clone.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    return clone.eval()
+
+
+def class_value_agreement(
+    lens: Lens, kind: str = "mlp", random_model: nn.Module | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """Per block: how well some memory writes each class, trained vs a random-init model.
+
+    A class's score in a block is its best cosine similarity with any value
+    vector; the trained and the random model are compared per block with a
+    one-sided Wilcoxon signed-rank test, paired by class (trained > random).
+
+    Returns columns ``block, kind, trained, random, statistic, p_value, classes``.
+    """
+    from scipy.stats import wilcoxon
+
+    _check_kind(kind)
+    baseline = random_model if random_model is not None else random_init_copy(lens.model, seed)
+    rows = []
+    for block in range(1, lens.depth + 1):
+        trained = memory_projections(lens.model, block, kind, normalize=True).max(axis=1)
+        random = memory_projections(baseline, block, kind, normalize=True).max(axis=1)
+        test = wilcoxon(trained, random, alternative="greater")
+        rows.append(
+            {
+                "block": block,
+                "kind": kind,
+                "trained": float(trained.mean()),
+                "random": float(random.mean()),
+                "statistic": float(test.statistic),
+                "p_value": float(test.pvalue),
+                "classes": len(trained),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+class KeyCapture:
+    """Records every block's key coefficients during a forward pass (fc1 outputs, or proj inputs)."""
+
+    def __init__(self, model: nn.Module, kind: str):
+        self.kind = _check_kind(kind)
+        self.keys: list[torch.Tensor] = []
+        self._handles = []
+        for block in model.blocks:
+            if kind == "mlp":
+                fc1 = getattr(block.mlp, "fc1", None)
+                if not isinstance(fc1, nn.Linear):
+                    raise ValueError("MLP memories need timm Mlp blocks with a linear fc1 layer")
+                self._handles.append(fc1.register_forward_hook(lambda m, i, o: self.keys.append(o.detach())))
+            else:
+                self._handles.append(
+                    block.attn.proj.register_forward_pre_hook(lambda m, i: self.keys.append(i[0].detach()))
+                )
+
+    def __enter__(self) -> KeyCapture:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def key_value_agreement(
+    lens: Lens,
+    data: Any,
+    kind: str = "mlp",
+    top_memories: int = 5,
+    top_classes: int = 5,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per block and token group: do a token's most activated memories write its true class?
+
+    For each token, take the ``top_memories`` memories with the largest key
+    coefficients; the token agrees when the true class is among the
+    ``top_classes`` classes of any of them. The baseline replaces the true class
+    by a random other class (seeded), drawn once per image.
+
+    Returns columns ``block, kind, tokens, agreement, random_class, images``.
+    """
+    _check_kind(kind)
+    projections = [memory_projections(lens.model, b, kind) for b in range(1, lens.depth + 1)]
+    writes = [np.argsort(-p, axis=0)[:top_classes] for p in projections]  # per block: [top_classes, M]
+    rng = np.random.default_rng(seed)
+    sums: dict[tuple[int, str], np.ndarray] = {}
+    counts: dict[str, int] = {}
+    with KeyCapture(lens.model, kind) as capture:  # the lens's own forward passes fire the hooks
+        for _traces, labels, masks in labelled_batches(lens, data, batch_size, progress, "key-value agreement"):
+            others = (labels + rng.integers(1, lens.num_classes, len(labels))) % lens.num_classes
+            for b, keys in enumerate(capture.keys):
+                active = keys.topk(top_memories, dim=-1).indices.cpu().numpy()  # [B, T, top_memories]
+                written = writes[b][:, active]  # [top_classes, B, T, top_memories]
+                hit_true = (written == labels[None, :, None, None]).any(axis=(0, 3))  # [B, T]
+                hit_random = (written == others[None, :, None, None]).any(axis=(0, 3))
+                for i, mask in enumerate(masks):
+                    for group, select in token_groups(lens, mask).items():
+                        if not select.any():
+                            continue
+                        acc = sums.setdefault((b + 1, group), np.zeros(2))
+                        acc += (hit_true[i, select].mean(), hit_random[i, select].mean())
+                        if b == 0:
+                            counts[group] = counts.get(group, 0) + 1
+            capture.keys.clear()
+    rows = [
+        {
+            "block": b,
+            "kind": kind,
+            "tokens": g,
+            "agreement": v[0] / counts[g],
+            "random_class": v[1] / counts[g],
+            "images": counts[g],
+        }
+        for (b, g), v in sums.items()
+    ]
+    return pd.DataFrame(rows).sort_values(["block", "tokens"], ignore_index=True)
