@@ -22,6 +22,11 @@ const METRICS: [string, string][] = [
   ["probability", "probability"],
   ["logit", "logit"],
 ];
+const ATTENTION: [string, string][] = [
+  ["", "full"],
+  ["self_only", "image tokens see only themselves"],
+  ["no_cls", "image tokens ignore [CLS]"],
+];
 const PLAY_MS = 700;
 
 let instances = 0;
@@ -72,6 +77,15 @@ export class ExplorerUI {
   private legend = el("div", "vl-legend");
   private gallery = el("div", "vl-gallery");
   private chart: TrajectoryChart | null = null;
+  private perturb = el("details", "vl-perturb");
+  private attention: ReturnType<typeof radioGroup>;
+  private renormalize = el("input");
+  private blockBoxes: HTMLInputElement[] = [];
+  private blockField = el("div", "vl-blocks");
+  private removeMode = el("button", "vl-remove-mode");
+  private whatIf = el("div", "vl-whatif");
+  private memoryPanel = el("div", "vl-memories");
+  private memoryRequest = 0;
   readonly store: SliceStore;
   private heartbeat: Heartbeat | null = null;
   private site: ReturnType<typeof radioGroup>;
@@ -90,19 +104,24 @@ export class ExplorerUI {
     instances++;
     this.store = new SliceStore(
       model,
-      () => this.render(),
+      () => {
+        this.error = "";
+        this.render();
+      },
       (message) => this.showError(message),
     );
     this.grid = new TokenGrid({
       hover: (token) => {
         this.hovered = token;
         this.renderHover();
+        this.requestMemories();
       },
       toggle: (token) => this.toggle(token),
     });
     this.picker = new ClassPicker((cls) => this.setState("cls", cls));
     this.site = radioGroup("Site", SITES, (v) => this.setState("site", v));
     this.metric = radioGroup("Metric", METRICS, (v) => this.setState("metric", v));
+    this.attention = radioGroup("Attention", ATTENTION, (v) => this.setState("attention", v));
     this.build();
     this.listen();
     this.refreshAll();
@@ -139,6 +158,7 @@ export class ExplorerUI {
       this.legend,
       this.hoverPanel,
     );
+    if (!this.model.get("standalone")) controls.append(this.buildPerturb(), this.memoryPanel);
     const main = el("div", "vl-main");
     main.append(this.grid.root, controls);
     this.root.append(this.status, main);
@@ -149,6 +169,121 @@ export class ExplorerUI {
       );
       this.root.append(this.chart.root);
     }
+  }
+
+  private buildPerturb(): HTMLElement {
+    const summary = el("summary", "", "What if…");
+    this.renormalize.type = "checkbox";
+    this.renormalize.addEventListener("change", () =>
+      this.setState("renormalize", this.renormalize.checked),
+    );
+    const renorm = el("label", "vl-radio");
+    renorm.append(this.renormalize, document.createTextNode("renormalise rows"));
+    this.removeMode.type = "button";
+    this.removeMode.textContent = "Remove tokens by clicking";
+    this.removeMode.setAttribute("aria-pressed", "false");
+    this.removeMode.addEventListener("click", () => {
+      const on = this.removeMode.getAttribute("aria-pressed") !== "true";
+      this.removeMode.setAttribute("aria-pressed", String(on));
+    });
+    const reset = el("button", "", "Reset");
+    reset.type = "button";
+    reset.addEventListener("click", () => {
+      this.model.set("attention", "");
+      this.model.set("perturb_blocks", []);
+      this.model.set("removed", []);
+      this.model.save_changes();
+    });
+    const blocks = el("div", "vl-field");
+    blocks.append(el("span", "vl-caption", "Blocks"), this.blockField);
+    const tools = el("div", "vl-field");
+    tools.append(this.removeMode, reset);
+    this.perturb.append(summary, this.attention.box, renorm, blocks, tools, this.whatIf);
+    return this.perturb;
+  }
+
+  private renderPerturb(): void {
+    const layout = this.layout;
+    if (!layout || this.model.get("standalone")) return;
+    if (this.blockBoxes.length !== layout.depth) {
+      this.blockBoxes = Array.from({ length: layout.depth }, (_, b) => {
+        const box = el("input");
+        box.type = "checkbox";
+        box.setAttribute("aria-label", `Block ${b + 1}`);
+        box.addEventListener("change", () => this.onBlocks());
+        return box;
+      });
+      this.blockField.replaceChildren(
+        ...this.blockBoxes.map((box, b) => {
+          const label = el("label", "vl-block");
+          label.append(box, document.createTextNode(String(b + 1)));
+          return label;
+        }),
+      );
+    }
+    const chosen = this.model.get("perturb_blocks") as number[];
+    this.blockBoxes.forEach(
+      (box, b) => (box.checked = chosen.length === 0 || chosen.includes(b + 1)),
+    );
+    const attention = this.model.get("attention") as string;
+    this.attention.set(attention);
+    this.renormalize.checked = this.model.get("renormalize") as boolean;
+    this.renormalize.disabled = attention !== "no_cls";
+    const removed = (this.model.get("removed") as number[]).length;
+    const names = this.model.get("class_names") as string[];
+    const base = this.model.get("base_prediction") as number;
+    const now = this.model.get("prediction") as number;
+    const active = attention !== "" || removed > 0;
+    const dropped = removed ? ` · ${removed} token(s) removed` : "";
+    this.whatIf.textContent = active
+      ? `Prediction ${names[now]} (unperturbed: ${names[base]})${dropped}`
+      : "Unperturbed model.";
+    this.whatIf.classList.toggle("vl-changed", active && now !== base);
+  }
+
+  private onBlocks(): void {
+    const chosen = this.blockBoxes.flatMap((box, b) => (box.checked ? [b + 1] : []));
+    if (chosen.length === 0) {
+      this.showError("Choose at least one block for the attention perturbation.");
+      return;
+    }
+    this.setState("perturb_blocks", chosen.length === this.blockBoxes.length ? [] : chosen);
+  }
+
+  private requestMemories(): void {
+    if (this.model.get("standalone")) return;
+    const token = this.hovered;
+    const layer = this.model.get("layer") as number;
+    if (token === null || layer < 1) {
+      this.memoryPanel.replaceChildren(
+        el(
+          "span",
+          "vl-hint",
+          "Memories: hover a token at a block (layer ≥ 1) to see what it activates.",
+        ),
+      );
+      return;
+    }
+    const id = ++this.memoryRequest;
+    this.model.send({ type: "memories", id, token, layer, site: this.model.get("site") });
+  }
+
+  private renderMemories(content: any, buffers: (DataView | ArrayBuffer)[]): void {
+    if (content.id !== this.memoryRequest) return; // a newer hover superseded it
+    const coefficients = new Float32Array(toArrayBuffer(buffers[0]));
+    const names = this.model.get("class_names") as string[];
+    const kind = content.kind === "attn" ? "Attention" : "MLP";
+    const title = el(
+      "div",
+      "vl-hover-title",
+      `${kind} memories of block ${content.layer} most activated here`,
+    );
+    const list = el("ol", "vl-memory-list");
+    (content.memories as number[]).forEach((memory, i) => {
+      const writes = (content.classes[i] as number[]).map((c) => names[c]).join(", ");
+      list.append(el("li", "", `#${memory} (${coefficients[i].toFixed(2)}) writes ${writes}`));
+    });
+    this.memoryPanel.replaceChildren(title, list);
   }
 
   private listen(): void {
@@ -164,11 +299,34 @@ export class ExplorerUI {
     for (const name of ["layer", "site", "metric", "cls", "selected", "highlight", "image_index"]) {
       on(`change:${name}`, () => this.render());
     }
+    for (const name of [
+      "attention",
+      "perturb_blocks",
+      "renormalize",
+      "removed",
+      "prediction",
+      "base_prediction",
+    ]) {
+      on(`change:${name}`, () => this.render());
+    }
+    on("change:trace_version", () => {
+      this.store.setVersion(this.model.get("trace_version"));
+      this.render();
+      this.requestMemories();
+    });
+    on("change:layer", () => this.requestMemories());
+    on("change:site", () => this.requestMemories());
     on("change:error", () => this.showError(this.model.get("error")));
     on("msg:custom", (content: any, buffers: (DataView | ArrayBuffer)[]) => {
       if (this.heartbeat?.receive(content)) return;
+      if (content?.type === "memories") return this.renderMemories(content, buffers ?? []);
+      if (content?.type === "error" && content.request === "memories") {
+        this.memoryPanel.replaceChildren(el("span", "vl-hint", String(content.message)));
+        return;
+      }
       this.store.receive(content, buffers ?? []);
     });
+    this.store.setVersion(this.model.get("trace_version") ?? 0);
     if (!this.model.get("standalone")) {
       this.heartbeat = new Heartbeat(this.model, (alive) => {
         this.disconnected = !alive;
@@ -260,6 +418,8 @@ export class ExplorerUI {
       this.model.get("selected") as number[],
       this.model.get("highlight") as number,
     );
+    this.grid.setRemoved((this.model.get("removed") as number[] | undefined) ?? []);
+    this.renderPerturb();
     this.renderHover();
     this.renderChips();
     this.renderStatus();
@@ -402,11 +562,24 @@ export class ExplorerUI {
   }
 
   private toggle(token: number): void {
+    if (this.removeMode.getAttribute("aria-pressed") === "true") return this.toggleRemoved(token);
     const selected = [...(this.model.get("selected") as number[])];
     const at = selected.indexOf(token);
     if (at >= 0) selected.splice(at, 1);
     else selected.push(token);
     this.setState("selected", selected);
+  }
+
+  private toggleRemoved(token: number): void {
+    if (token < this.layout.prefix.length) {
+      this.showError("Only image (patch) tokens can be removed.");
+      return;
+    }
+    const removed = [...(this.model.get("removed") as number[])];
+    const at = removed.indexOf(token);
+    if (at >= 0) removed.splice(at, 1);
+    else removed.push(token);
+    this.setState("removed", removed);
   }
 
   private togglePlay(): void {
@@ -453,7 +626,7 @@ function tokenName(layout: Layout, token: number): string {
   const n = layout.prefix.length;
   if (token < n) return `[${layout.prefix[token].toUpperCase()}]`;
   const w = layout.grid[1];
-  return `patch (${Math.floor((token - n) / w)}, ${(token - n) % w})`;
+  return `patch row ${Math.floor((token - n) / w) + 1}, column ${((token - n) % w) + 1}`;
 }
 
 export default {

@@ -129,6 +129,10 @@ export class TokenGrid {
     });
   }
 
+  setRemoved(removed: number[]): void {
+    this.cells.forEach((cell, t) => cell.classList.toggle("vl-removed", removed.includes(t)));
+  }
+
   dispose(): void {
     if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
   }

@@ -36,6 +36,7 @@ interface SliceReply {
   classes: number[];
   rows: number;
   tokens: number;
+  version?: number;
 }
 
 /** Bytes from a synced Bytes trait or a message buffer, as an aligned copy. */
@@ -54,6 +55,7 @@ export function sliceKey(image: number, site: string, metric: string, cls: numbe
 
 export class SliceStore {
   private cache = new Map<string, Float32Array>();
+  private version = 0;
   private inFlight: number | null = null;
   private pending: SliceRequest | null = null;
   private nextId = 1;
@@ -89,6 +91,14 @@ export class SliceStore {
     this.cache.clear();
   }
 
+  /** The kernel re-traced (e.g. a perturbation changed): cached numbers are stale. */
+  setVersion(version: number): void {
+    if (version === this.version) return;
+    this.version = version;
+    this.cache.clear();
+    this.pending = null;
+  }
+
   /** Handle a kernel reply; returns true when it was a slice or error reply for this store. */
   receive(content: any, buffers: (DataView | ArrayBuffer)[]): boolean {
     if (content?.type === "slices") {
@@ -106,6 +116,7 @@ export class SliceStore {
   }
 
   private store(reply: SliceReply, buffer: DataView | ArrayBuffer | undefined): void {
+    if (reply.version !== undefined && reply.version !== this.version) return; // answered for an older trace
     const all = new Float32Array(toArrayBuffer(buffer));
     const size = reply.rows * reply.tokens;
     if (all.length !== size * reply.classes.length) {

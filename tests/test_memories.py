@@ -89,3 +89,24 @@ def test_key_value_agreement_matches_a_direct_count(lens):
     row = df[(df.block == 2) & (df.tokens == "image")]
     assert row.agreement.item() == pytest.approx(np.mean(rates))
     assert 0 <= row.random_class.item() <= 1
+
+
+@pytest.mark.parametrize("kind", ["mlp", "attn"])
+def test_lens_memory_keys_match_the_captured_forward(lens, kind):
+    image = vl.data.shapes(1, seed=5).images[0]
+    with KeyCapture(lens.model, kind) as capture:
+        trace = lens.trace_batch([image])[0]
+    for block in (1, 2):
+        np.testing.assert_allclose(
+            lens.memory_keys(trace, block, kind), capture.keys[block - 1][0].numpy(), rtol=1e-4, atol=1e-5
+        )
+
+
+def test_memory_keys_honour_perturbations(lens):
+    image = vl.data.shapes(1, seed=5).images[0]
+    with KeyCapture(lens.model, "attn") as capture:
+        trace = lens.trace_batch([image], attention="no_cls", drop_tokens=[3])[0]
+    keys = lens.memory_keys(trace, 2, "attn")
+    kept = [t for t in range(keys.shape[0]) if t != 3]
+    np.testing.assert_allclose(keys[kept], capture.keys[1][0].numpy()[kept], rtol=1e-4, atol=1e-5)
+    assert np.isnan(keys[3]).all()

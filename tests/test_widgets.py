@@ -162,3 +162,39 @@ def test_explore_accepts_a_model_or_name_and_rejects_nonsense(lens):
         vl.explore(42, image)
     with pytest.raises(ValueError, match="at least one image"):
         vl.explore(lens, [])
+
+
+def test_perturbations_retrace_and_bump_the_version(explorer, lens, sent):
+    view = explorer.view
+    version = view.trace_version
+    view.attention = "self_only"
+    view.perturb_blocks = [2, 3]
+    assert view.trace_version == version + 2
+    expected = lens.trace(vl.data.shapes(1, seed=2).images[0], attention="self_only", blocks=[2, 3])
+    assert view.trace is expected and view.prediction == expected.prediction.index
+    assert view.base_prediction == lens.trace(vl.data.shapes(1, seed=2).images[0]).prediction.index
+    pushed = [c for c, _ in sent if c.get("type") == "slices"]
+    assert pushed[-1]["version"] == view.trace_version
+    view.removed = [5, 3, 5]
+    assert view.removed == [3, 5] and view.trace.options["drop_tokens"] == [3, 5]
+    with pytest.raises(traitlets.TraitError, match="only image tokens"):
+        view.removed = [0]
+
+
+def test_invalid_perturbation_is_reported_not_raised(explorer):
+    view = explorer.view
+    view.removed = list(range(1, 17))  # every image token
+    assert "every image token" in view.error
+
+
+def test_memory_requests_return_top_memories_with_their_classes(explorer, lens, sent):
+    view = explorer.view
+    view._handle_message(view, {"type": "memories", "id": 9, "token": 4, "layer": 2, "site": "mlp"}, [])
+    header, buffers = sent[-1]
+    assert header["type"] == "memories" and header["kind"] == "mlp" and len(header["memories"]) == 5
+    keys = lens.memory_keys(view.trace, 2, "mlp")[4]
+    np.testing.assert_array_equal(header["memories"], np.argsort(-keys)[:5])
+    np.testing.assert_allclose(np.frombuffer(buffers[0], np.float32), np.sort(keys)[::-1][:5], rtol=1e-6)
+    assert len(header["classes"][0]) == 3
+    view._handle_message(view, {"type": "memories", "id": 10, "token": 4, "layer": 0, "site": "mlp"}, [])
+    assert sent[-1][0]["type"] == "error" and "blocks 1..L" in sent[-1][0]["message"]

@@ -146,6 +146,26 @@ def test_keyboard_moves_through_the_grid_without_triggering_jupyterlab_shortcuts
     assert page.locator(".jp-Notebook .jp-Cell").count() == cells
 
 
+def test_what_if_perturbations_retrace_live(lab_page):
+    page, _ = lab_page
+    page.get_by_text("What if…").click()
+    before = pixels(page)
+    page.get_by_role("radio", name="image tokens see only themselves").check()
+    page.wait_for_function("() => document.querySelector('.vl-whatif').textContent.startsWith('Prediction')")
+    page.wait_for_timeout(300)
+    assert pixels(page) != before
+    page.get_by_role("button", name="Remove tokens by clicking").click()
+    cell = page.get_by_role("gridcell", name="patch row 1, column 1")
+    cell.click()
+    page.wait_for_function("() => document.querySelector('.vl-whatif').textContent.includes('1 token(s) removed')")
+    assert "vl-removed" in cell.get_attribute("class")
+    page.get_by_role("gridcell", name="patch row 5, column 5").hover()
+    page.wait_for_function("() => document.querySelectorAll('.vl-memory-list li').length === 5")
+    page.get_by_role("button", name="Reset").click()
+    page.get_by_role("button", name="Remove tokens by clicking").click()  # back to selecting
+    page.wait_for_function("() => document.querySelector('.vl-whatif').textContent === 'Unperturbed model.'")
+
+
 def test_no_errors_in_the_browser_console(lab_page):
     _, errors = lab_page
     relevant = [e for e in errors if "favicon" not in e]

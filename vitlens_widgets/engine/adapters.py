@@ -109,6 +109,28 @@ class ModelAdapter:
         block = self.blocks[index]
         return block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
+    def memory_keys(
+        self,
+        index: int,
+        kind: str,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        weights_hook: WeightsHook | None = None,
+    ) -> torch.Tensor:
+        """Key coefficients of block ``index``'s memories for the tokens of ``x``.
+
+        ``kind="mlp"``: the ``fc1`` outputs (before the activation) for the stream
+        the MLP reads (``x`` = resid + attention update). ``kind="attn"``: what
+        enters the output projection, for the stream entering the block (``x``).
+        """
+        block = self.blocks[index]
+        if kind == "mlp":
+            fc1 = getattr(block.mlp, "fc1", None)
+            if not isinstance(fc1, nn.Linear):
+                raise ValueError("MLP memories need timm Mlp blocks with a linear fc1 layer")
+            return fc1(block.norm2(x))
+        return explicit_attention(block.attn, block.norm1(x), mask, weights_hook, proj_input=True)
+
     def readout(self, hidden: torch.Tensor) -> torch.Tensor:
         """Class logits of every token: the model's final norm (or ``fc_norm``) and head."""
         m = self.model
@@ -175,6 +197,11 @@ class EvaAdapter(ModelAdapter):
             out = block.gamma_1 * out
         return block.drop_path1(out)
 
+    def memory_keys(self, index: int, kind: str, x: torch.Tensor, mask=None, weights_hook=None) -> torch.Tensor:
+        if kind == "attn":
+            raise ValueError("attention memories are not supported for EVA blocks (rotary attention)")
+        return super().memory_keys(index, kind, x)
+
     def mlp_update(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self.blocks[index]
         out = block.mlp(block.norm2(x))
@@ -184,9 +211,17 @@ class EvaAdapter(ModelAdapter):
 
 
 def explicit_attention(
-    attn: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, weights_hook: WeightsHook
+    attn: nn.Module,
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    weights_hook: WeightsHook | None,
+    proj_input: bool = False,
 ) -> torch.Tensor:
-    """timm ``Attention`` written out step by step, so its softmax weights can be edited by ``weights_hook``."""
+    """timm ``Attention`` written out step by step, so its softmax weights can be edited by ``weights_hook``.
+
+    With ``proj_input=True`` it returns what enters the output projection (the
+    attention memories' key coefficients) instead of the module's output.
+    """
     batch, tokens, _ = x.shape
     qkv = attn.qkv(x).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
@@ -194,12 +229,14 @@ def explicit_attention(
     scores = (q * attn.scale) @ k.transpose(-2, -1)
     if mask is not None:
         scores = scores + mask
-    weights = weights_hook(scores.softmax(dim=-1))
+    weights = scores.softmax(dim=-1)
+    if weights_hook is not None:
+        weights = weights_hook(weights)
     out = (weights @ v).transpose(1, 2).reshape(batch, tokens, -1)
     out = attn.norm(out)
     if getattr(attn, "gate", None) is not None:
         out = out * attn.gate(x).sigmoid()
-    return attn.proj(out)
+    return out if proj_input else attn.proj(out)
 
 
 def check_blocks(blocks: list[nn.Module], allowed: tuple[type, ...]) -> None:

@@ -223,6 +223,29 @@ class Lens:
         for batch in self.iter_batches(images, batch_size=batch_size, progress=progress, **perturbation):
             yield from batch
 
+    def memory_keys(self, trace: Trace, block: int, kind: str = "mlp") -> np.ndarray:
+        """float32 ``[T, memories]``: key coefficients of block ``block``'s memories for every token of ``trace``.
+
+        ``kind="mlp"``: ``fc1`` outputs (before the activation); ``kind="attn"``:
+        the input of the attention's output projection. Perturbations of the
+        trace are honoured. See :mod:`vitlens_widgets.analysis.memories`.
+        """
+        if kind not in ("mlp", "attn"):
+            raise ValueError(f"kind must be 'mlp' or 'attn', got {kind!r}")
+        if not 1 <= block <= self.depth:
+            raise ValueError(f"block must be 1..{self.depth}, got {block}")
+        perturbation = self.perturbation(**trace.options)
+        x = trace.hidden["resid"][block - 1]
+        if kind == "mlp":
+            x = x + trace.hidden["attn"][block - 1]
+        x = torch.nan_to_num(x)[None].to(self.device)  # removed tokens are masked out; zeros keep NaN away
+        mask, hook = self._block_restrictions(perturbation, block, x.dtype)
+        with torch.inference_mode():
+            keys = self.adapter.memory_keys(block - 1, kind, x, mask, hook)[0]
+        out = keys.float().cpu().numpy()
+        out[trace.dropped if trace.dropped is not None else np.zeros(len(out), bool)] = np.nan
+        return out
+
     def clear_cache(self) -> None:
         self._cache.clear()
 

@@ -11,6 +11,7 @@ import numpy as np
 CLS_COLOUR = "#1f77b4"
 MEAN_COLOUR = "#7f7f7f"
 TOKEN_COLOURS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+BASELINE = -2  # pseudo-token of the unperturbed comparison lines
 METRIC_RANGES = {"identifiability": (0.0, 1.0), "probability": (0.0, 1.0)}
 
 
@@ -66,22 +67,32 @@ class TrajectoryFigure:
         token_names: Sequence[str],
         metric: str,
         class_name: str,
+        baseline: np.ndarray | None = None,
     ) -> None:
-        """Redraw the lines from ``values`` (``[rows, T]``, rows aligned with ``layers``)."""
+        """Redraw the lines from ``values`` (``[rows, T]``, rows aligned with ``layers``).
+
+        ``baseline``: the same slice of the unperturbed model, drawn dotted for [CLS] and the mean.
+        """
         x = np.asarray(layers, dtype=float)
         series: list[tuple[int, str, str, np.ndarray]] = []
         if has_cls:
             series.append((0, "[CLS]", CLS_COLOUR, values[:, 0]))
-        series.append((-1, "image tokens (mean)", MEAN_COLOUR, values[:, n_prefix:].mean(axis=1)))
+        series.append((-1, "image tokens (mean)", MEAN_COLOUR, np.nanmean(values[:, n_prefix:], axis=1)))
         for i, token in enumerate(selected):
             series.append((token, token_names[token], token_colour(i), values[:, token]))
+        if baseline is not None:
+            if has_cls:
+                series.append((BASELINE, "[CLS] unperturbed", CLS_COLOUR, baseline[:, 0]))
+            series.append(
+                (BASELINE, "image tokens unperturbed", MEAN_COLOUR, np.nanmean(baseline[:, n_prefix:], axis=1))
+            )
         while len(self._pool) < len(series):
             self._pool.append(self._new_line())
         marks = self._pool[: len(series)]
         for mark, (token, label, colour, y) in zip(marks, series):
             self._style(mark, x, np.asarray(y, dtype=float), label, colour, token)
         self._tokens = [s[0] for s in series]
-        low, high = METRIC_RANGES.get(metric, (float(values.min()), float(values.max())))
+        low, high = METRIC_RANGES.get(metric, (float(np.nanmin(values)), float(np.nanmax(values))))
         high = high if high > low else low + 1.0
         with self.y_scale.hold_sync():
             self.y_scale.min, self.y_scale.max = low, high
@@ -121,7 +132,8 @@ class TrajectoryFigure:
             line.x, line.y = x, y
             line.colors, line.labels = [colour], [label]
             line.stroke_width = 2.5 if token >= 0 else 2.0
-            line.line_style = "solid" if token != -1 else "dash_dotted"
+            line.line_style = {-1: "dash_dotted", BASELINE: "dotted"}.get(token, "solid")
+            line.opacities = [0.6 if token == BASELINE else 1.0]
             line.tooltip.labels = ["layer", label]
 
     def _clicked(self, change: dict) -> None:

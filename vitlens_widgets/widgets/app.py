@@ -27,7 +27,7 @@ class Explorer(ipywidgets.VBox):
         self.view = ExplorerView(lens, images)
         self.plot = TrajectoryFigure(on_layer=self._set_layer, on_hover_token=self._set_highlight)
         super().__init__(children=[self.view, self.plot.figure], layout={"width": "100%"})
-        self.view.observe(self._redraw, names=["cls", "site", "metric", "selected", "image_index"])
+        self.view.observe(self._redraw, names=["cls", "site", "metric", "selected", "image_index", "trace_version"])
         self.view.observe(lambda change: self.plot.set_layer(change["new"]), names="layer")
         self._redraw()
         self.plot.set_layer(self.view.layer)
@@ -55,6 +55,7 @@ class Explorer(ipywidgets.VBox):
             token_names=tokens.names,
             metric=view.metric,
             class_name=view.class_names[view.cls],
+            baseline=view.current_slice(baseline=True) if view.perturbed else None,
         )
         self.plot.set_layer(view.layer)
 

@@ -13,7 +13,7 @@ import traitlets
 from ..engine.lens import Lens
 from ..engine.preprocess import ImageLike
 from ..engine.trace import SITES, Trace, layer_numbers
-from .payload import METRICS, layout_dict, metric_slices, png_bytes, prefetch_classes, token_topk
+from .payload import METRICS, layout_dict, metric_slices, png_bytes, prefetch_classes, token_memories, token_topk
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 BUNDLE = STATIC / "explorer.js"
@@ -49,6 +49,13 @@ class ExplorerView(anywidget.AnyWidget):
     selected = traitlets.List(traitlets.Int()).tag(sync=True)
     highlight = traitlets.Int(-1).tag(sync=True)
     playing = traitlets.Bool(False).tag(sync=True)
+    # what-if: perturbations of the forward pass (see vitlens_widgets.engine.perturb)
+    attention = traitlets.Unicode("").tag(sync=True)  # "", "self_only" or "no_cls"
+    perturb_blocks = traitlets.List(traitlets.Int()).tag(sync=True)  # empty: every block
+    renormalize = traitlets.Bool(False).tag(sync=True)
+    removed = traitlets.List(traitlets.Int()).tag(sync=True)  # image tokens removed from the sequence
+    trace_version = traitlets.Int(0).tag(sync=True)  # bumped whenever the traced numbers change
+    base_prediction = traitlets.Int(0).tag(sync=True)  # the unperturbed model's prediction
     # kernel -> view status
     error = traitlets.Unicode("").tag(sync=True)
     standalone = traitlets.Bool(False).tag(sync=True)
@@ -62,24 +69,51 @@ class ExplorerView(anywidget.AnyWidget):
         self.lens = lens
         self._images = list(images)
         self.trace: Trace = lens.trace(self._images[0])
+        self.base_trace: Trace = self.trace
         self.class_names = [lens.class_names.short(i) for i in range(lens.num_classes)]
         self.n_images = len(self._images)
         self._show_image(0)
+        self._projections: dict[tuple[int, str], np.ndarray] = {}  # (block, kind) -> memories' top classes
         self.on_msg(self._handle_message)
 
     # --- kernel-side state changes ---------------------------------------------------
     def _show_image(self, index: int) -> None:
-        trace = self.lens.trace(self._images[index])
-        self.trace = trace
+        base = self.lens.trace(self._images[index])
+        self.base_trace = base
         with self.hold_sync():
-            self.layout = layout_dict(trace)
-            self.image_png = png_bytes(trace.image)
-            self.prediction = trace.prediction.index
-            self.selected = [s for s in self.selected if s < trace.tokens.n_tokens]
+            self.layout = layout_dict(base)
+            self.image_png = png_bytes(base.image)
+            self.base_prediction = base.prediction.index
+            self.selected = [s for s in self.selected if s < base.tokens.n_tokens]
             if self.image_index != index:
                 self.image_index = index
-            self.cls = trace.prediction.index
-            self.layer = min(self.layer, trace.depth) if self.layer else trace.depth
+            self.cls = base.prediction.index
+            self.layer = min(self.layer, base.depth) if self.layer else base.depth
+        self._retrace()
+
+    def perturbation_options(self) -> dict[str, Any]:
+        """The current what-if settings as ``Lens.trace`` keyword arguments."""
+        options: dict[str, Any] = {}
+        if self.attention:
+            options.update(attention=self.attention, renormalize=self.renormalize)
+            if self.perturb_blocks:
+                options["blocks"] = list(self.perturb_blocks)
+        if self.removed:
+            options["drop_tokens"] = list(self.removed)
+        return options
+
+    def _retrace(self) -> None:
+        """Trace the current image with the current perturbation and tell the view its numbers changed."""
+        try:
+            trace = self.lens.trace(self._images[self.image_index], **self.perturbation_options())
+        except ValueError as err:
+            self.error = str(err)
+            return
+        self.trace = trace
+        with self.hold_sync():
+            self.error = ""
+            self.prediction = trace.prediction.index
+            self.trace_version += 1
             self._send_topk()
         self._push_prefetch()
 
@@ -134,6 +168,24 @@ class ExplorerView(anywidget.AnyWidget):
     def _metric_changed(self, change: dict) -> None:
         self._push_prefetch()
 
+    @traitlets.validate("attention")
+    def _valid_attention(self, proposal: dict) -> str:
+        if proposal["value"] not in ("", "self_only", "no_cls"):
+            raise traitlets.TraitError("attention must be '', 'self_only' or 'no_cls'")
+        return proposal["value"]
+
+    @traitlets.validate("removed")
+    def _valid_removed(self, proposal: dict) -> list[int]:
+        layout = self.lens.tokens
+        bad = [t for t in proposal["value"] if not layout.n_prefix <= t < layout.n_tokens]
+        if bad:
+            raise traitlets.TraitError(f"only image tokens can be removed; got {bad}")
+        return sorted(set(proposal["value"]))
+
+    @traitlets.observe("attention", "perturb_blocks", "renormalize", "removed")
+    def _perturbation_changed(self, change: dict) -> None:
+        self._retrace()
+
     @traitlets.observe("image_index")
     def _image_changed(self, change: dict) -> None:
         if change["new"] != change["old"] and 0 <= change["new"] < len(self._images):
@@ -146,6 +198,8 @@ class ExplorerView(anywidget.AnyWidget):
             self.send({"type": "pong", "id": content.get("id")})
         elif kind == "slices":
             self._reply(content)
+        elif kind == "memories":
+            self._reply_memories(content)
         else:
             self.send(
                 {
@@ -166,6 +220,7 @@ class ExplorerView(anywidget.AnyWidget):
             "type": "slices",
             "id": request.get("id"),
             "image_index": self.image_index,
+            "version": self.trace_version,
             "site": site,
             "metric": metric,
             "classes": classes,
@@ -187,10 +242,42 @@ class ExplorerView(anywidget.AnyWidget):
                 raise ValueError(f"class {c!r} is out of range 0..{self.lens.num_classes - 1}")
         return site, metric, classes
 
+    def _reply_memories(self, request: dict) -> None:
+        """The most activated memories of one token at one block, and the classes each writes."""
+        try:
+            token = self.lens.tokens.check_token(request.get("token"))
+            layer, site = request.get("layer"), request.get("site")
+            kind = "attn" if site == "attn" else "mlp"
+            if not isinstance(layer, int) or not 1 <= layer <= self.lens.depth:
+                raise ValueError("memories live in blocks 1..L: move the layer slider past the embeddings")
+            memories = token_memories(self.lens, self.trace, token, layer, kind, self._projections)
+        except (ValueError, TypeError) as err:
+            self.send({"type": "error", "id": request.get("id"), "request": "memories", "message": str(err)})
+            return
+        header = {
+            "type": "memories",
+            "id": request.get("id"),
+            "version": self.trace_version,
+            "token": token,
+            "layer": layer,
+            "kind": kind,
+            "memories": [int(m) for m in memories["memory"]],
+            "classes": memories["classes"].astype(int).tolist(),
+        }
+        self.send(header, buffers=[memories["coefficient"].astype(np.float32).tobytes()])
+
     # --- helpers for the trajectories -----------------------------------------------------------
-    def current_slice(self) -> np.ndarray:
-        """float32 ``[rows, T]``: the chosen metric of the chosen class at every layer and token of the chosen site."""
-        return metric_slices(self.trace, self.site, self.metric, [self.cls])[0]
+    def current_slice(self, baseline: bool = False) -> np.ndarray:
+        """float32 ``[rows, T]``: the chosen metric of the chosen class at every layer and token of the chosen site.
+
+        ``baseline=True`` reads the unperturbed trace instead of the perturbed one.
+        """
+        trace = self.base_trace if baseline else self.trace
+        return metric_slices(trace, self.site, self.metric, [self.cls])[0]
+
+    @property
+    def perturbed(self) -> bool:
+        return self.trace is not self.base_trace
 
     def layer_axis(self) -> list[int]:
         return list(layer_numbers(self.site, self.lens.depth))

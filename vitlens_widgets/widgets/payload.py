@@ -74,3 +74,21 @@ def layout_dict(trace: Trace) -> dict:
         "n_tokens": tokens.n_tokens,
         "image_size": list(trace.image.shape[:2]),
     }
+
+
+def token_memories(
+    lens, trace: Trace, token: int, block: int, kind: str, cache: dict, k: int = 5, classes: int = 3
+) -> dict[str, np.ndarray]:
+    """The ``k`` memories of a block most activated by ``token`` (largest key coefficients), with the
+    ``classes`` classes each one writes most strongly (``cache`` keeps each block's projections)."""
+    from ..analysis.memories import memory_projections
+
+    keys = lens.memory_keys(trace, block, kind)[token]
+    if np.isnan(keys).all():
+        raise ValueError(f"token {token} was removed from the sequence: it activates no memory")
+    if (block, kind) not in cache:
+        cache[(block, kind)] = np.argsort(-memory_projections(lens.model, block, kind), axis=0)[
+            :classes
+        ].T  # [M, classes]
+    top = np.argsort(-keys)[:k]
+    return {"memory": top, "coefficient": keys[top], "classes": cache[(block, kind)][top]}
