@@ -206,3 +206,19 @@ def test_class_names_must_match_the_head():
         vl.Lens(make_model("vit"), class_names=["a", "b", "c"])
     names = ClassNames([f"thing {i}" for i in range(10)])
     assert names.index("THING 3") == 3 and names.short(2) == "thing 2"
+
+
+def test_arrays_at_input_size_skip_pil_only_when_geometry_is_identity(rng):
+    import vitlens_widgets.engine.preprocess as preprocess
+
+    demo_like = vl.Lens(make_model("vit"))  # crop_pct 0.9: resize is not the identity
+    assert not demo_like.preprocessor._geometry_is_identity
+    model = make_model("vit")
+    model.pretrained_cfg = {**model.pretrained_cfg, "crop_pct": 1.0}
+    lens = vl.Lens(model)
+    assert lens.preprocessor._geometry_is_identity
+    image = random_image(rng, 64, 64)
+    fast = lens.prepare(image)
+    slow = lens.prepare(preprocess.Image.fromarray(image))  # PIL path
+    torch.testing.assert_close(fast.tensor, slow.tensor)
+    np.testing.assert_array_equal(fast.crop, slow.crop)

@@ -44,16 +44,30 @@ class Preprocessor:
         self.input_size: tuple[int, int] = tuple(config["input_size"][1:])
         self.mean = torch.tensor(config["mean"], dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(config["std"], dtype=torch.float32).view(3, 1, 1)
+        self._geometry_is_identity = self._leaves_input_size_unchanged()
+
+    def _leaves_input_size_unchanged(self) -> bool:
+        """Whether resize + crop return an image of exactly the input size untouched (e.g. crop_pct=1)."""
+        probe = np.random.default_rng(0).integers(0, 256, (*self.input_size, 3), dtype=np.uint8)
+        pil = Image.fromarray(probe)
+        for step in self.geometric:
+            pil = step(pil)
+        return np.array_equal(np.asarray(pil), probe)
 
     def __call__(self, image: ImageLike) -> Prepared:
         if isinstance(image, torch.Tensor):
             return self._from_tensor(image)
+        if self._geometry_is_identity and _is_rgb_array(image, self.input_size):
+            return self._normalise(np.ascontiguousarray(image))  # fast path: nothing to resize or crop
         pil = to_pil(image)
         for step in self.geometric:
             pil = step(pil)
         crop = np.asarray(pil.convert("RGB"), dtype=np.uint8)
         if crop.shape[:2] != self.input_size:
             raise ValueError(f"preprocessing produced a {crop.shape[:2]} crop, expected {self.input_size}")
+        return self._normalise(crop)
+
+    def _normalise(self, crop: np.ndarray) -> Prepared:
         tensor = torch.from_numpy(crop.copy()).permute(2, 0, 1).float().div_(255.0)
         return Prepared((tensor - self.mean) / self.std, crop)
 
@@ -92,4 +106,14 @@ def to_pil(image: Any) -> Image.Image:
     raise TypeError(
         f"cannot read an image from {type(image).__name__}: pass a PIL.Image, a file path, an HxWx3 uint8 "
         "array or a preprocessed [3, H, W] float tensor"
+    )
+
+
+def _is_rgb_array(image: object, size: tuple[int, int]) -> bool:
+    return (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] == 3
+        and tuple(image.shape[:2]) == tuple(size)
     )
