@@ -26,8 +26,8 @@ from .sublayers import sublayer_contributions
 def _table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
     header = "| " + " | ".join(str(c) for c in df.columns) + " |"
     lines = [header, "|" + "---|" * len(df.columns)]
-    for _, row in df.iterrows():
-        cells = [floats.format(v) if isinstance(v, float) else str(v) for v in row]
+    for row in df.to_dict("records"):
+        cells = [floats.format(v) if isinstance(v, float) else str(v) for v in row.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
