@@ -50,6 +50,35 @@ def token_groups(lens: Lens, mask: np.ndarray | None, threshold: float = 0.5) ->
     return groups
 
 
+def batch_token_groups(lens: Lens, masks: list[np.ndarray | None], threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """:func:`token_groups` for a whole batch: group -> bool ``[B, T]`` (object/context rows are empty without a mask)."""
+    layout = lens.tokens
+    n = len(masks)
+    positions = np.arange(layout.n_tokens)
+    groups: dict[str, np.ndarray] = {}
+    if "cls" in layout.prefix:
+        groups["cls"] = np.broadcast_to(positions == layout.prefix.index("cls"), (n, layout.n_tokens))
+    groups["image"] = np.broadcast_to(positions >= layout.n_prefix, (n, layout.n_tokens))
+    with_mask = [i for i, m in enumerate(masks) if m is not None]
+    if with_mask:
+        obj = np.zeros((n, layout.n_tokens), bool)
+        ctx = np.zeros((n, layout.n_tokens), bool)
+        for i in with_mask:
+            per_image = token_groups(lens, masks[i], threshold)
+            obj[i], ctx[i] = per_image["object"], per_image["context"]
+        groups["object"], groups["context"] = obj, ctx
+    return groups
+
+
+def masked_token_mean(values: np.ndarray, select: np.ndarray) -> np.ndarray:
+    """Mean of ``values [B, rows, T]`` over the tokens ``select [B, T]`` (NaN values skipped); NaN where none."""
+    use = select[:, None, :] & ~np.isnan(values)
+    count = use.sum(axis=-1)
+    total = np.where(use, values, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def labelled_batches(
     lens: Lens, data: Any, batch_size: int = 64, progress: bool = True, desc: str = "tracing", **perturbation: Any
 ) -> Iterator[tuple[TraceBatch, np.ndarray, list[np.ndarray | None]]]:
@@ -95,23 +124,14 @@ def per_image_identifiability(
         rank = traces.rank(labels, site)  # [B, rows, T], -1 for removed tokens
         ident = identifiability_from_rank(rank, lens.num_classes)
         top1 = np.where(rank < 0, np.nan, rank == 0)
-        for i, mask in enumerate(masks):
-            for group, select in token_groups(lens, mask).items():
-                pair = chunks.setdefault(group, [[], []])
-                pair[0].append(_mean_over(ident[i], select))
-                pair[1].append(_mean_over(top1[i], select))
+        for group, select in batch_token_groups(lens, masks).items():
+            pair = chunks.setdefault(group, [[], []])
+            pair[0].append(masked_token_mean(ident, select))
+            pair[1].append(masked_token_mean(top1, select))
     for group, (ident_rows, top1_rows) in chunks.items():
-        result.identifiability[group] = np.stack(ident_rows)
-        result.top1[group] = np.stack(top1_rows)
+        result.identifiability[group] = np.concatenate(ident_rows)
+        result.top1[group] = np.concatenate(top1_rows)
     return result
-
-
-def _mean_over(values: np.ndarray, select: np.ndarray) -> np.ndarray:
-    """Mean over the selected tokens of ``values [rows, T]`` ignoring NaN (removed tokens); NaN if none."""
-    picked = values[:, select]
-    with np.errstate(invalid="ignore"):
-        count = np.sum(~np.isnan(picked), axis=1)
-        return np.where(count > 0, np.nansum(picked, axis=1) / np.maximum(count, 1), np.nan)
 
 
 def identifiability_by_block(

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine.lens import Lens
-from .identifiability import labelled_batches, token_groups
+from .identifiability import batch_token_groups, labelled_batches, masked_token_mean
 
 MEASURES = (
     "attn_gain_rate",
@@ -42,13 +42,13 @@ def sublayer_contributions(lens: Lens, data: Any, batch_size: int = 64, progress
     counts: dict[str, int] = {}
     for traces, labels, masks in labelled_batches(lens, data, batch_size, progress, "sublayers"):
         per_token = _per_token_measures(traces, labels)  # measure -> [B, L, T]
-        for i, mask in enumerate(masks):
-            for group, select in token_groups(lens, mask).items():
-                if not select.any():
-                    continue
-                values = np.stack([per_token[m][i][:, select].mean(axis=1) for m in MEASURES])  # [measures, L]
-                sums[group] = sums.get(group, 0) + values
-                counts[group] = counts.get(group, 0) + 1
+        for group, select in batch_token_groups(lens, masks).items():
+            present = select.any(axis=1)
+            if not present.any():
+                continue
+            means = np.stack([masked_token_mean(per_token[m].astype(np.float32), select) for m in MEASURES])
+            sums[group] = sums.get(group, 0) + np.nansum(means[:, present], axis=1)  # [measures, L]
+            counts[group] = counts.get(group, 0) + int(present.sum())
     rows = []
     for group, total in sums.items():
         mean = total / counts[group]

@@ -259,7 +259,7 @@ class Lens:
         dropped[list(perturbation.drop_tokens)] = True
         traces = [
             Trace(
-                hidden={site: h[i] for site, h in hidden.items()},
+                hidden={site: h[:, i] for site, h in hidden.items()},
                 output_logits=output_np[i],
                 readout=self.adapter.readout,
                 class_names=self.class_names,
@@ -275,23 +275,32 @@ class Lens:
     def _forward(
         self, x: torch.Tensor, perturbation: Perturbation = NO_PERTURBATION
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Embeddings, then each block as two residual updates; returns stacked states and the model's logits."""
+        """Embeddings, then each block as two residual updates.
+
+        Returns the hidden states per site, layer-major ``[rows, B, T, D]``, and the model's own logits.
+        """
         adapter = self.adapter
         embedded = adapter.embed(x)
-        h = embedded.tokens
-        resid, attn, mlp = [h], [], []
-        for i in range(adapter.depth):
+        first = embedded.tokens
+        depth = adapter.depth
+        # Layer-major buffers, written in place as the blocks run: no stacking copies afterwards.
+        resid = first.new_empty((depth + 1, *first.shape))
+        attn = first.new_empty((depth, *first.shape))
+        mlp = first.new_empty((depth, *first.shape))
+        resid[0].copy_(first)
+        h = resid[0]
+        for i in range(depth):
             mask, hook = self._block_restrictions(perturbation, i + 1, h.dtype)
             a = adapter.attn_update(i, h, embedded.context, mask=mask, weights_hook=hook)
-            h = h + a
-            m = adapter.mlp_update(i, h)
-            h = h + m
-            attn.append(a)
-            mlp.append(m)
-            resid.append(h)
+            attn[i].copy_(a)
+            mid = h + a
+            m = adapter.mlp_update(i, mid)
+            mlp[i].copy_(m)
+            torch.add(mid, m, out=resid[i + 1])
+            h = resid[i + 1]
         kept = [t for t in range(self.tokens.n_tokens) if t not in set(perturbation.drop_tokens)]
         output = adapter.model_logits(h[:, kept] if perturbation.drop_tokens else h)
-        hidden = {"resid": torch.stack(resid, 1), "attn": torch.stack(attn, 1), "mlp": torch.stack(mlp, 1)}
+        hidden = {"resid": resid, "attn": attn, "mlp": mlp}  # layer-major: [rows, B, T, D]
         if perturbation.drop_tokens:
             for states in hidden.values():
                 states[:, :, list(perturbation.drop_tokens)] = float("nan")  # not in the sequence

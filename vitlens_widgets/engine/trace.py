@@ -218,12 +218,22 @@ class Trace:
         return top_classes(logits, k, self.class_names)
 
 
-def project(readout: Readout, hidden: torch.Tensor, max_rows: int = 8192) -> np.ndarray:
-    """Apply ``readout`` to every token of ``hidden`` ``[..., D]`` in bounded chunks → float32 ``[..., C]``."""
+def project(readout: Readout, hidden: torch.Tensor, max_rows: int = 131_072) -> np.ndarray:
+    """Apply ``readout`` to every token of ``hidden`` ``[..., D]`` → float32 ``[..., C]``.
+
+    One matrix product when there are at most ``max_rows`` tokens (fastest), else
+    chunks of that many written into one output (bounded peak memory).
+    """
     flat = hidden.reshape(-1, hidden.shape[-1])
     with torch.inference_mode():
-        parts = [readout(flat[i : i + max_rows]).float().cpu() for i in range(0, flat.shape[0], max_rows)]
-    out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if flat.shape[0] <= max_rows:
+            out = readout(flat).float().cpu()
+        else:
+            first = readout(flat[:max_rows]).float().cpu()
+            out = first.new_empty((flat.shape[0], first.shape[1]))
+            out[:max_rows] = first
+            for i in range(max_rows, flat.shape[0], max_rows):
+                out[i : i + max_rows] = readout(flat[i : i + max_rows]).float().cpu()
     return out.numpy().reshape(*hidden.shape[:-1], -1)
 
 
@@ -272,7 +282,7 @@ class TraceBatch(Sequence):
         if not traces:
             raise ValueError("a TraceBatch needs at least one trace")
         self._traces = traces
-        self._hidden = hidden  # site -> [B, rows, T, D], when the traces are views of one batch
+        self._hidden = hidden  # site -> layer-major [rows, B, T, D], when the traces are views of one batch
         self._logits: dict[str, np.ndarray] = {}
 
     def __getitem__(self, i):  # type: ignore[override]
@@ -310,7 +320,7 @@ class TraceBatch(Sequence):
         check_site(site)
         if site not in self._logits:
             if self._hidden is not None and not any(site in t._logits for t in self._traces):
-                projected = project(self._traces[0].readout, self._hidden[site])
+                projected = np.moveaxis(project(self._traces[0].readout, self._hidden[site]), 1, 0)  # [B, rows, T, C]
             else:
                 projected = np.stack([t.logits(site) for t in self._traces])
             for t, arr in zip(self._traces, projected):
@@ -323,12 +333,11 @@ class TraceBatch(Sequence):
 
         Row ``b - 1`` projects ``resid[b-1] + attn[b]``, the stream the MLP of block ``b`` reads.
         """
-        hidden = (
-            self._hidden
-            if self._hidden is not None
-            else {site: torch.stack([t.hidden[site] for t in self._traces]) for site in ("resid", "attn")}
-        )
-        return project(self._traces[0].readout, hidden["resid"][:, :-1] + hidden["attn"])
+        if self._hidden is not None:
+            mid = self._hidden["resid"][:-1] + self._hidden["attn"]  # [L, B, T, D]
+            return np.moveaxis(project(self._traces[0].readout, mid), 1, 0)
+        mid = torch.stack([t.hidden["resid"][:-1] + t.hidden["attn"] for t in self._traces])
+        return project(self._traces[0].readout, mid)
 
     def rank(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
         """int32 ``[B, rows, T]``; ``cls`` is one class for all images, or one per image (e.g. true labels)."""
