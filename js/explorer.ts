@@ -525,7 +525,7 @@ export class ExplorerUI {
       return;
     }
     const top = this.topOf(token);
-    this.store.request(this.model.get("image_index"), {
+    this.store.prefetch(this.model.get("image_index"), {
       site: this.model.get("site"),
       metric: this.model.get("metric"),
       classes: top.map((t) => t.cls),

@@ -56,7 +56,8 @@ export function sliceKey(image: number, site: string, metric: string, cls: numbe
 export class SliceStore {
   private cache = new Map<string, Float32Array>();
   private version = 0;
-  private inFlight: number | null = null;
+  private inFlight: number | null = null; // the request the user is waiting for
+  private prefetchInFlight: number | null = null; // a speculative one (e.g. the chips' classes)
   private pending: SliceRequest | null = null;
   private nextId = 1;
   private sentAt = new Map<number, number>();
@@ -84,7 +85,17 @@ export class SliceStore {
       this.pending = wanted;
       return;
     }
-    this.send(wanted);
+    this.inFlight = this.send(wanted);
+  }
+
+  /** Ask ahead of time for classes the user may want next; never delays or displaces a user request. */
+  prefetch(image: number, request: SliceRequest): void {
+    if (this.inFlight !== null || this.prefetchInFlight !== null) return;
+    const missing = request.classes.filter(
+      (c) => !this.cache.has(sliceKey(image, request.site, request.metric, c)),
+    );
+    if (missing.length === 0) return;
+    this.prefetchInFlight = this.send({ ...request, classes: missing });
   }
 
   clear(): void {
@@ -129,11 +140,11 @@ export class SliceStore {
     });
   }
 
-  private send(request: SliceRequest): void {
+  private send(request: SliceRequest): number {
     const id = this.nextId++;
-    this.inFlight = id;
     this.sentAt.set(id, performance.now());
     this.model.send({ type: "slices", id, ...request });
+    return id;
   }
 
   private settle(id: number): void {
@@ -142,11 +153,12 @@ export class SliceStore {
       this.latencies.push(performance.now() - started);
       this.sentAt.delete(id);
     }
-    if (id !== this.inFlight) return; // pushed ahead of time, or stale
+    if (id === this.prefetchInFlight) this.prefetchInFlight = null;
+    if (id !== this.inFlight) return; // pushed ahead of time, prefetched, or stale
     this.inFlight = null;
     const next = this.pending;
     this.pending = null;
-    if (next) this.send(next);
+    if (next) this.inFlight = this.send(next);
   }
 }
 

@@ -97,3 +97,20 @@ test("float16 decoding", () => {
   assert.ok(Math.abs(out[3] - 0.33325) < 1e-4);
   assert.equal(out[4], Infinity);
 });
+
+test("prefetches never delay a user request", () => {
+  const { model, sent } = fakeModel();
+  const store = new SliceStore(
+    model,
+    () => {},
+    () => {},
+  );
+  store.prefetch(0, { site: "resid", metric: "logit", classes: [7, 8] });
+  store.request(0, { site: "resid", metric: "logit", classes: [1] });
+  assert.equal(sent.length, 2); // the user request went out at once
+  store.prefetch(0, { site: "resid", metric: "logit", classes: [9] });
+  assert.equal(sent.length, 2); // no second speculative request while busy
+  store.receive(...reply(sent[1]));
+  store.receive(...reply(sent[0]));
+  assert.ok(store.get(0, "resid", "logit", 8) && store.get(0, "resid", "logit", 1));
+});
