@@ -55,7 +55,7 @@ MEASURE_LAYER = """async ([layer]) => {
 
 STATE = """() => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
-  return {depth: ui.model.get('layout').depth, n: ui.model.get('class_names').length, cls: ui.model.get('cls'),
+  return {depth: ui.model.get('token_layout').depth, n: ui.model.get('class_names').length, cls: ui.model.get('cls'),
           cached: Array.from({length: ui.model.get('class_names').length}, (_, c) =>
             !!ui.store.get(ui.model.get('image_index'), ui.model.get('site'), ui.model.get('metric'), c))};
 }"""

@@ -291,7 +291,7 @@ export class ExplorerUI {
       this.model.on(event, fn);
       this.cleanups.push(() => this.model.off(event, fn));
     };
-    on("change:layout", () => this.refreshAll());
+    on("change:token_layout", () => this.refreshAll());
     on("change:image_png", () => this.grid.setImage(toArrayBuffer(this.model.get("image_png"))));
     on("change:topk_indices", () => this.readTopk());
     on("change:topk_probs", () => this.readTopk());
@@ -352,7 +352,7 @@ export class ExplorerUI {
   }
 
   private get layout(): Layout {
-    return this.model.get("layout") as Layout;
+    return this.model.get("token_layout") as Layout;
   }
 
   private refreshAll(): void {

@@ -49,7 +49,7 @@ export class StaticModel implements ViewModel {
       standalone: true,
     };
     this.loadImage(0);
-    this.state.layer = (this.state.layout as { depth: number }).depth;
+    this.state.layer = (this.state.token_layout as { depth: number }).depth;
   }
 
   get(name: string): any {
@@ -115,12 +115,12 @@ export class StaticModel implements ViewModel {
 
   private loadImage(index: number): void {
     const image = this.data.images[index];
-    this.state.layout = image.layout;
+    this.state.token_layout = image.layout;
     this.state.image_png = bytes(image.png);
     this.state.prediction = image.prediction;
     this.state.cls = image.prediction;
     this.loadTopk();
-    for (const name of ["layout", "image_png", "cls"]) this.emit(`change:${name}`);
+    for (const name of ["token_layout", "image_png", "cls"]) this.emit(`change:${name}`);
   }
 
   private loadTopk(): void {

@@ -47,7 +47,7 @@ def test_image_tokens_become_more_identifiable_with_depth(demo):
     batch = demo.trace_batch(data.images)
     ident = batch.identifiability(data.labels, "resid")[:, :, demo.tokens.image_tokens].mean(axis=(0, 2))
     assert ident[-1] > ident[0] + 0.2
-    assert ident[-1] > 0.8
+    assert ident[-1] > 0.7  # 0.77 on 1,000 images (model card)
 
 
 def test_demo_model_loads_without_network(monkeypatch):

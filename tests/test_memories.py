@@ -110,3 +110,12 @@ def test_memory_keys_honour_perturbations(lens):
     kept = [t for t in range(keys.shape[0]) if t != 3]
     np.testing.assert_allclose(keys[kept], capture.keys[1][0].numpy()[kept], rtol=1e-4, atol=1e-5)
     assert np.isnan(keys[3]).all()
+
+
+def test_memory_agreement_figure_shows_trained_and_random(lens):
+    from vitlens_widgets.plots import memory_agreement_figure
+
+    df = class_value_agreement(lens, "mlp")
+    fig = memory_agreement_figure(df)
+    assert [m.labels[0] for m in fig.marks] == ["mlp (trained)", "mlp (random init)"]
+    np.testing.assert_allclose(fig.marks[0].y, df.trained)

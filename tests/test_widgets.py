@@ -38,7 +38,7 @@ def sent(explorer, monkeypatch) -> list:
 def test_view_starts_on_the_prediction_at_the_last_layer(explorer, lens):
     view = explorer.view
     trace = lens.trace(vl.data.shapes(1, seed=2).images[0])
-    assert view.layout == {"depth": 3, "grid": [4, 4], "prefix": ["cls"], "n_tokens": 17, "image_size": [64, 64]}
+    assert view.token_layout == {"depth": 3, "grid": [4, 4], "prefix": ["cls"], "n_tokens": 17, "image_size": [64, 64]}
     assert view.cls == view.prediction == trace.prediction.index
     assert view.layer == 3 and view.site == "resid" and view.metric == "identifiability"
     assert view.class_names == list(vl.data.CLASS_NAMES) and view.n_images == 3

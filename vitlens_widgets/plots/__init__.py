@@ -1,6 +1,12 @@
 """bqplot figures, built from the engine's arrays and the analyses' DataFrames."""
 
-from .analysis import identifiability_figure, perturbation_figure, sublayer_figure
+from .analysis import identifiability_figure, memory_agreement_figure, perturbation_figure, sublayer_figure
 from .trajectories import TrajectoryFigure
 
-__all__ = ["TrajectoryFigure", "identifiability_figure", "perturbation_figure", "sublayer_figure"]
+__all__ = [
+    "TrajectoryFigure",
+    "identifiability_figure",
+    "memory_agreement_figure",
+    "perturbation_figure",
+    "sublayer_figure",
+]

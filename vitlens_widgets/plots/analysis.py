@@ -78,3 +78,18 @@ def perturbation_figure(df: pd.DataFrame, tokens: str = "image") -> bq.Figure:
             (name, MEASURE_COLOURS[i % len(MEASURE_COLOURS)], part.set_index("layer").reindex(layers).change.tolist())
         )
     return _lines_figure(layers, series, "layer", "change in identifiability", f"perturbations ({tokens} tokens)", None)
+
+
+def memory_agreement_figure(df: pd.DataFrame) -> bq.Figure:
+    """Class-value agreement across blocks, trained vs random init, per memory kind.
+
+    ``df`` comes from :func:`vitlens_widgets.analysis.class_value_agreement` (one or both kinds, concatenated).
+    """
+    blocks = sorted(df.block.unique())
+    series = []
+    for i, (kind, part) in enumerate(df.groupby("kind", sort=False)):
+        rows = part.set_index("block").reindex(blocks)
+        colour = MEASURE_COLOURS[i % len(MEASURE_COLOURS)]
+        series.append((f"{kind} (trained)", colour, rows.trained.tolist()))
+        series.append((f"{kind} (random init)", "#bbbbbb" if i == 0 else "#888888", rows.random.tolist()))
+    return _lines_figure(blocks, series, "block", "best cosine per class (mean)", "class-value agreement")

@@ -33,7 +33,7 @@ class ExplorerView(anywidget.AnyWidget):
 
     # what is shown
     class_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    layout = traitlets.Dict().tag(sync=True)
+    token_layout = traitlets.Dict().tag(sync=True)  # not `layout`: DOMWidget already owns that name
     n_images = traitlets.Int(1).tag(sync=True)
     image_index = traitlets.Int(0).tag(sync=True)
     image_png = traitlets.Bytes(b"").tag(sync=True)
@@ -81,7 +81,7 @@ class ExplorerView(anywidget.AnyWidget):
         base = self.lens.trace(self._images[index])
         self.base_trace = base
         with self.hold_sync():
-            self.layout = layout_dict(base)
+            self.token_layout = layout_dict(base)
             self.image_png = png_bytes(base.image)
             self.base_prediction = base.prediction.index
             self.selected = [s for s in self.selected if s < base.tokens.n_tokens]
