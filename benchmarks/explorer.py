@@ -7,7 +7,8 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
 ``performance.now()`` in the page, from the input to the painted frame):
 
 * class change, p50/p95, for a class the view already holds (prefetched) and for
-  one that must come from the kernel;
+  one that must come from the kernel, and the bare kernel round trip of those
+  requests (message sent -> reply received, without rendering);
 * layer change (slider) render time, p50/p95;
 * first paint: from running the cell (kernel warm) to the painted grid.
 """
@@ -52,6 +53,8 @@ MEASURE_LAYER = """async ([layer]) => {
   await new Promise(r => requestAnimationFrame(() => r()));
   return performance.now() - start;
 }"""
+
+LATENCIES = "() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.store.latencies.slice()"
 
 STATE = """() => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
@@ -99,15 +102,18 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         cached = [c for c, hit in enumerate(state["cached"]) if hit and c != state["cls"]]
         uncached = [c for c, hit in enumerate(state["cached"]) if not hit]
         prefetched = [page.evaluate(MEASURE_CLASS, [cached[i % len(cached)]]) for i in range(repeats)]
+        before = page.evaluate(LATENCIES)
         from_kernel = [page.evaluate(MEASURE_CLASS, [c]) for c in uncached[:repeats]]
         if not from_kernel:  # every class was pushed ahead of time: clear the cache to force kernel round trips
             page.evaluate("() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.store.clear()")
             from_kernel = [page.evaluate(MEASURE_CLASS, [(state["cls"] + 1 + i) % state["n"]]) for i in range(repeats)]
+        round_trips = page.evaluate(LATENCIES)[len(before) :]
         layers = [page.evaluate(MEASURE_LAYER, [i % (state["depth"] + 1)]) for i in range(repeats)]
         page.close()
     return {
         "class (prefetched)": percentiles(prefetched),
         "class (from kernel)": percentiles(from_kernel),
+        "kernel round trip": percentiles(round_trips),
         "layer change": percentiles(layers),
         "first paint": f"{first_paint:6.0f}",
     }
