@@ -11,11 +11,14 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
   requests (message sent -> reply received, without rendering);
 * layer change (slider) render time, p50/p95;
 * first paint: from running the cell (kernel warm) to the painted grid.
+
+``--no-busy-favicon`` measures the same with JupyterLab's busy-favicon plugin disabled.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -26,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
 from jupyter import CHROMIUM, CHROMIUM_ARGS, running_lab, write_notebook
 
+FAVICON_PLUGIN = "@jupyterlab/application-extension:faviconbusy"
 MODELS = {
     "demo": "lens = vl.Lens.demo()\nimages = vl.data.shapes(2, seed=2).images",
     "vit_base_patch16_224": (
@@ -39,9 +43,13 @@ MEASURE_CLASS = """async ([cls]) => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
   const layer = ui.model.get('layer');
   const key = `${ui.model.get('image_index')}|${ui.model.get('site')}|${ui.model.get('metric')}|${cls}|${layer}`;
+  const painted = new Promise(resolve => {
+    const listener = (k) => { if (k === key) { ui.paintListeners.delete(listener); resolve(); } };
+    ui.paintListeners.add(listener);
+  });
   const start = performance.now();
   ui.setState('cls', cls);
-  while (ui.lastPaint.key !== key) await new Promise(r => setTimeout(r, 0));
+  await painted;
   await new Promise(r => requestAnimationFrame(() => r()));
   return performance.now() - start;
 }"""
@@ -123,7 +131,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument(
+        "--no-busy-favicon",
+        action="store_true",
+        help="disable JupyterLab's busy-favicon plugin (it repaints the tab icon on every kernel busy/idle)",
+    )
     args = parser.parse_args()
+    if args.no_busy_favicon:
+        config = Path(tempfile.mkdtemp()) / "labconfig"
+        config.mkdir()
+        (config / "page_config.json").write_text(json.dumps({"disabledExtensions": {FAVICON_PLUGIN: True}}))
+        os.environ["JUPYTER_CONFIG_PATH"] = str(config.parent)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

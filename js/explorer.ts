@@ -99,6 +99,8 @@ export class ExplorerUI {
   private cleanups: (() => void)[] = [];
   /** The slice last painted and when (performance.now()), for tests and benchmarks. */
   lastPaint = { key: "", at: 0 };
+  /** Called after every heat-map paint with its key (for tests and benchmarks). */
+  readonly paintListeners = new Set<(key: string) => void>();
 
   constructor(private model: ViewModel) {
     instances++;
@@ -411,6 +413,7 @@ export class ExplorerUI {
       const row = this.row();
       this.grid.paint(slice.subarray(row * tokens, (row + 1) * tokens), scale);
       this.lastPaint = { key: `${image}|${site}|${metric}|${cls}|${layer}`, at: performance.now() };
+      this.paintListeners.forEach((listener) => listener(this.lastPaint.key));
       this.renderLegend(scale.min, scale.max, metric);
       this.renderChart(slice, site, metric, cls);
     }
