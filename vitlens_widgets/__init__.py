@@ -27,6 +27,7 @@ _LAZY = {
     "analysis": ("vitlens_widgets.analysis", None),
     "plots": ("vitlens_widgets.plots", None),
     "widgets": ("vitlens_widgets.widgets", None),
+    "explain": ("vitlens_widgets.explain", None),
 }
 
 
@@ -54,6 +55,7 @@ __all__ = [
     "__version__",
     "analysis",
     "data",
+    "explain",
     "explore",
     "export_html",
     "plots",

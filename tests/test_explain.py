@@ -1,0 +1,96 @@
+"""Relevance maps, checked against independent autograd computations on small models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_model, random_image
+
+import vitlens_widgets as vl
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = make_model("layerscale", depth=3)
+    lens = vl.Lens(model)
+    image = random_image(np.random.default_rng(2))
+    return model, lens, image
+
+
+def full_attention_gradient(model, lens, image, cls):
+    """Independent: the whole attention matrix as a leaf, every token's update, [CLS]'s row of the gradient."""
+    trace = lens.trace(image)
+    maps = []
+    for b, block in enumerate(model.blocks):
+        x = block.norm1(torch.from_numpy(trace.hidden_states("resid")[b]))[None]
+        T = x.shape[1]
+        qkv = block.attn.qkv(x).reshape(1, T, 3, block.attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        weights = ((q * block.attn.scale) @ k.transpose(-2, -1)).softmax(-1).detach().requires_grad_()
+        update = block.ls1(block.attn.proj((weights @ v.detach()).transpose(1, 2).reshape(1, T, -1)))
+        np.testing.assert_allclose(update[0, 0].detach().numpy(), trace.hidden_states("attn")[b][0], atol=1e-5)
+        logits = model.head(model.norm(update[0, :1]))
+        F.cross_entropy(logits, torch.tensor([cls])).backward()
+        maps.append(-weights.grad[0, :, 0, 1:].sum(0).reshape(lens.tokens.grid).numpy())
+    return np.stack(maps)
+
+
+def test_class_space_map_equals_an_independent_autograd_computation(setup):
+    model, lens, image = setup
+    result = vl.explain.relevance(lens, image, cls=7)
+    expected = full_attention_gradient(model, lens, image, 7)
+    np.testing.assert_allclose(result.per_block, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result.map, expected.sum(0), rtol=1e-4, atol=1e-6)
+    assert result.map.shape == lens.tokens.grid and result.map.dtype == np.float32
+    assert result.cls == 7 and result.method == "class_space"
+
+
+def test_default_class_is_the_prediction_and_names_resolve(setup):
+    _, lens, image = setup
+    assert vl.explain.relevance(lens, image).cls == lens.trace(image).prediction.index
+    assert vl.explain.relevance(lens, image, cls="tench").cls == 0
+
+
+def test_rollout_matches_a_direct_product_of_attention_matrices(setup):
+    model, lens, image = setup
+    x = lens.prepare(image).tensor[None]
+    captured = []
+    for block in model.blocks:
+        block.attn.fused_attn = False
+        block.attn.attn_drop.register_forward_hook(lambda m, i, o: captured.append(o.detach()))
+    with torch.no_grad():
+        model(x)
+    T = captured[0].shape[-1]
+    result = np.eye(T)
+    for weights in captured:
+        mixed = 0.5 * weights[0].mean(0).numpy() + 0.5 * np.eye(T)
+        result = (mixed / mixed.sum(-1, keepdims=True)) @ result
+    rollout = vl.explain.relevance(lens, image, method="rollout")
+    np.testing.assert_allclose(rollout.map, result[0, 1:].reshape(lens.tokens.grid), rtol=1e-4, atol=1e-6)
+    for block in model.blocks:
+        block.attn.fused_attn = True
+        block.attn.attn_drop._forward_hooks.clear()
+
+
+def test_grad_rollout_and_random_maps(setup):
+    _, lens, image = setup
+    grad = vl.explain.relevance(lens, image, cls=3, method="grad_rollout")
+    assert grad.map.shape == lens.tokens.grid and np.isfinite(grad.map).all() and (grad.map >= 0).all()
+    assert grad.per_block is None
+    again = vl.explain.relevance(lens, image, cls=3, method="grad_rollout")
+    np.testing.assert_array_equal(grad.map, again.map)
+    r1 = vl.explain.relevance(lens, image, method="random", seed=1)
+    np.testing.assert_array_equal(r1.map, vl.explain.relevance(lens, image, method="random", seed=1).map)
+    assert not np.array_equal(r1.map, vl.explain.relevance(lens, image, method="random", seed=2).map)
+
+
+def test_unsupported_inputs_fail_clearly(setup):
+    _, lens, image = setup
+    with pytest.raises(ValueError, match="unknown method"):
+        vl.explain.relevance(lens, image, method="lime")
+    with pytest.raises(ValueError, match="needs a class token"):
+        vl.explain.relevance(vl.Lens(make_model("avg_pool")), image)
+    with pytest.raises(ValueError, match="support timm Attention"):
+        vl.explain.relevance(vl.Lens(make_model("eva")), random_image(np.random.default_rng(0)))

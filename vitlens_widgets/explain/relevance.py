@@ -1,0 +1,171 @@
+"""Which image parts matter for a class: relevance maps over the patch grid.
+
+* ``class_space`` (the paper's method): in each block, project the [CLS] token's
+  attention update into class space, take the cross-entropy for the class of
+  interest, and differentiate it with respect to the attention weights [CLS]
+  gives each image token; negate and sum over heads (one map per block); sum
+  over blocks (the global map). Each block's loss depends on its [CLS] row only
+  through that block's update, so no backward pass through the model is needed:
+  per block, one tiny backward from the class logits to the [CLS] row.
+  (The paper's code applies a softmax before the cross-entropy, i.e. twice; we
+  use the plain cross-entropy of the projected logits.)
+* ``rollout`` (Abnar & Zuidema, 2020): head-averaged attention with the
+  residual added (``0.5 A + 0.5 I``, rows renormalised), multiplied through the
+  blocks; the map is the [CLS] row.
+* ``grad_rollout`` (Chefer et al., 2021): ``R <- R + mean_h[(dy_c/dA) * A]^+ R``
+  from the identity, with ``y_c`` the model's own logit for the class; the map
+  is the [CLS] row.
+* ``random``: uniform noise, the floor every method must beat.
+
+Higher values mean more relevant. Supported: timm ``Attention`` blocks (ViT,
+DeiT, DeiT-3, registers) with a class token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..engine.classes import ClassLike
+from ..engine.lens import Lens
+from ..engine.preprocess import ImageLike
+from ..engine.trace import Trace
+
+METHODS = ("class_space", "rollout", "grad_rollout", "random")
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """A relevance map over the patch grid (higher = more relevant)."""
+
+    map: np.ndarray  # float32 [h, w]
+    per_block: np.ndarray | None  # float32 [L, h, w] where the method has one
+    method: str
+    cls: int
+    class_name: str
+
+
+def relevance(
+    lens: Lens, image: ImageLike, cls: ClassLike | None = None, method: str = "class_space", seed: int = 0
+) -> Relevance:
+    """Relevance of each image patch for ``cls`` (default: the model's prediction).
+
+    Example:
+        >>> r = vl.explain.relevance(vl.Lens.demo(), image, method="class_space")
+        >>> r.map.shape, r.per_block.shape   # (8, 8), (6, 8, 8)
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    trace = lens.trace(image)
+    target = trace.prediction.index if cls is None else lens.class_index(cls)
+    grid = lens.tokens.grid
+    if method == "random":
+        values = np.random.default_rng(seed).random(grid).astype(np.float32)
+        return Relevance(values, None, method, target, lens.class_names[target])
+    _check_supported(lens)
+    if method == "class_space":
+        per_block = class_space_per_block(lens, trace, target)
+        return Relevance(per_block.sum(0), per_block, method, target, lens.class_names[target])
+    image_tensor = lens.prepare(image).tensor[None].to(lens.device)
+    matrices = (
+        rollout_matrix(lens, image_tensor) if method == "rollout" else grad_rollout_matrix(lens, image_tensor, target)
+    )
+    row = matrices[lens.tokens.prefix.index("cls")]
+    values = row[lens.tokens.n_prefix :].reshape(grid).astype(np.float32)
+    return Relevance(values, None, method, target, lens.class_names[target])
+
+
+def _check_supported(lens: Lens) -> None:
+    from timm.layers import Attention
+
+    if "cls" not in lens.tokens.prefix:
+        raise ValueError("these relevance maps read the [CLS] token's attention: the model needs a class token")
+    for i, block in enumerate(lens.adapter.blocks):
+        attn = getattr(block, "attn", None)
+        if not isinstance(attn, Attention) or getattr(attn, "gate", None) is not None:
+            raise ValueError(
+                f"block {i + 1} has a {type(attn).__name__} attention; relevance maps support timm Attention "
+                "(ViT, DeiT, DeiT-3, register models) so far"
+            )
+
+
+def _qkv(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v ``[B, H, T, d]`` of a timm Attention for normed tokens ``x [B, T, D]``."""
+    batch, tokens, _ = x.shape
+    qkv = attn.qkv(x).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
+def class_space_per_block(lens: Lens, trace: Trace, cls: int) -> np.ndarray:
+    """float32 ``[L, h, w]``: minus the cross-entropy gradient w.r.t. [CLS]'s attention to each patch, per block."""
+    layout = lens.tokens
+    cls_token = layout.prefix.index("cls")
+    target = torch.tensor([cls], device=lens.device)
+    maps = []
+    with torch.enable_grad():
+        for index, block in enumerate(lens.adapter.blocks):
+            x = block.norm1(trace.hidden["resid"][index].clone().to(lens.device))[None]  # [1, T, D]
+            q, k, v = _qkv(block.attn, x)
+            q_cls = q[:, :, cls_token : cls_token + 1]
+            weights = ((q_cls * block.attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1).detach().requires_grad_()
+            mixed = (weights @ v.detach()).transpose(1, 2).reshape(1, 1, -1)  # [1, 1, D]
+            update = block.drop_path1(block.ls1(block.attn.proj(block.attn.norm(mixed))))
+            loss = F.cross_entropy(lens.adapter.readout(update[:, 0]), target)
+            (grad,) = torch.autograd.grad(loss, weights)
+            maps.append(-grad.sum(dim=1)[0, 0, layout.n_prefix :].reshape(layout.grid))
+    return torch.stack(maps).detach().float().cpu().numpy()
+
+
+def _attention_weights(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    x = block.norm1(h)
+    q, k, _ = _qkv(block.attn, x)
+    return ((q * block.attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # [B, H, T, T]
+
+
+def rollout_matrix(lens: Lens, image: torch.Tensor) -> np.ndarray:
+    """Attention rollout ``[T, T]`` (head mean, plus identity, rows renormalised, multiplied through blocks)."""
+    adapter = lens.adapter
+    with torch.inference_mode():
+        embedded = adapter.embed(image)
+        h = embedded.tokens
+        tokens = h.shape[1]
+        eye = torch.eye(tokens, device=h.device)
+        result = eye.clone()
+        for i, block in enumerate(adapter.blocks):
+            mixed = 0.5 * _attention_weights(block, h)[0].mean(0) + 0.5 * eye
+            result = (mixed / mixed.sum(-1, keepdim=True)) @ result
+            h = h + adapter.attn_update(i, h, embedded.context)
+            h = h + adapter.mlp_update(i, h)
+    return result.float().cpu().numpy()
+
+
+def grad_rollout_matrix(lens: Lens, image: torch.Tensor, cls: int) -> np.ndarray:
+    """Gradient-weighted rollout ``[T, T]`` for the model's logit of ``cls`` (Chefer et al. style)."""
+    adapter = lens.adapter
+    weights_per_block: list[torch.Tensor] = []
+    with torch.enable_grad():
+        embedded = adapter.embed(image)
+        h = embedded.tokens
+        for i, block in enumerate(adapter.blocks):
+            x = block.norm1(h)
+            q, k, v = _qkv(block.attn, x)
+            weights = ((q * block.attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            weights.retain_grad()
+            weights_per_block.append(weights)
+            mixed = (weights @ v).transpose(1, 2).reshape(h.shape[0], h.shape[1], -1)
+            h = h + block.drop_path1(block.ls1(block.attn.proj(block.attn.norm(mixed))))
+            h = h + adapter.mlp_update(i, h)
+        logit = adapter.model_logits(h)[0, cls]
+        logit.backward()
+    tokens = h.shape[1]
+    result = torch.eye(tokens)
+    for weights in weights_per_block:
+        cam = (weights.grad * weights).detach()[0].clamp(min=0).mean(0).float().cpu()
+        result = result + cam @ result
+    lens.model.zero_grad(set_to_none=True)
+    return result.numpy()
