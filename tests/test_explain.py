@@ -94,3 +94,21 @@ def test_unsupported_inputs_fail_clearly(setup):
         vl.explain.relevance(vl.Lens(make_model("avg_pool")), image)
     with pytest.raises(ValueError, match="support timm Attention"):
         vl.explain.relevance(vl.Lens(make_model("eva")), random_image(np.random.default_rng(0)))
+
+
+def test_evaluation_curves_and_mask_agreement_on_a_known_case():
+    from vitlens_widgets.explain.evaluate import evaluate_relevance, removal_order
+
+    values = np.array([[0.3, 0.1], [0.9, 0.5]])
+    assert removal_order(values, 1, most_relevant_first=False).tolist() == [2, 1, 4, 3]
+    assert removal_order(values, 1, most_relevant_first=True).tolist() == [3, 4, 1, 2]
+    lens = vl.Lens.demo()
+    curves, summary = evaluate_relevance(
+        lens, vl.data.shapes(4, seed=2), methods=["class_space", "random"], fractions=[0.0, 0.5], progress=False
+    )
+    assert set(curves.direction) == {"negative", "positive"} and len(curves) == 2 * 2 * 2
+    data = vl.data.shapes(4, seed=2)
+    unperturbed = np.mean([lens.trace(im).prediction.index == y for im, y in zip(data.images, data.labels)])
+    assert (curves[curves.fraction == 0.0].accuracy == unperturbed).all()  # nothing removed yet
+    assert summary.method.tolist() == ["class_space", "random"] and (summary.images == 4).all()
+    assert summary.iou.between(0, 1).all() and summary.pointing_game.between(0, 1).all()
