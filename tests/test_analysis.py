@@ -167,3 +167,35 @@ def test_report_runs_end_to_end_and_states_each_finding():
     ):
         assert finding in report
     assert "| layer | cls | context | image | object |" in report
+
+
+def test_ridge_fit_matches_the_normal_equations_and_leaves_the_bias_unpenalised():
+    from vitlens_widgets.analysis import ridge_fit
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(40, 3)), rng.normal(size=(40, 2)) + 5.0
+    W = ridge_fit(X, Y, alpha=2.0)
+    Xb = np.hstack([X, np.ones((40, 1))])
+    P = 2.0 * np.eye(4)
+    P[-1, -1] = 0
+    np.testing.assert_allclose(W, np.linalg.solve(Xb.T @ Xb + P, Xb.T @ Y), rtol=1e-10)
+    np.testing.assert_allclose(ridge_fit(X, Y, alpha=0.0)[-1], np.linalg.lstsq(Xb, Y, rcond=None)[0][-1], rtol=1e-8)
+
+
+def test_probes_and_projection_are_scored_on_the_same_tokens(lens):
+    from vitlens_widgets.analysis import images_to_match, probe_vs_projection
+
+    train, test = vl.data.shapes(30, seed=7), vl.data.shapes(12, seed=8)
+    df = probe_vs_projection(lens, train, test, train_sizes=[10, 30])
+    assert set(df.method) == {"probe", "projection"} and set(df.tokens) == {"cls", "image"}
+    projection = df[(df.method == "projection") & (df.tokens == "cls")].sort_values("layer")
+    expected = [
+        np.mean([lens.trace(im).rank(int(y), "resid")[layer, 0] == 0 for im, y in zip(test.images, test.labels)])
+        for layer in range(3)
+    ]
+    np.testing.assert_allclose(projection.accuracy, expected)
+    assert sorted(df[df.method == "probe"].train_images.unique()) == [10, 30]
+    needed = images_to_match(df)
+    assert needed.layer.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="train_sizes"):
+        probe_vs_projection(lens, train, test, train_sizes=[31])

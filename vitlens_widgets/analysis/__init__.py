@@ -16,11 +16,13 @@ from .memories import (
     top_memories_per_class,
 )
 from .perturbations import perturbation_effects
+from .probes import images_to_match, probe_vs_projection, ridge_fit
 from .sublayers import sublayer_contributions
 
 __all__ = [
     "class_value_agreement",
     "identifiability_by_block",
+    "images_to_match",
     "iter_labelled",
     "key_value_agreement",
     "labelled_batches",
@@ -28,6 +30,8 @@ __all__ = [
     "object_context_test",
     "per_image_identifiability",
     "perturbation_effects",
+    "probe_vs_projection",
+    "ridge_fit",
     "sublayer_contributions",
     "token_groups",
     "top_classes_per_memory",

@@ -1,0 +1,170 @@
+"""Linear probes vs the training-free class-space projection.
+
+A probe is a ridge regression from one token's hidden state at one layer to a
+±1 coding of the classes (prediction: the highest score), fitted per layer and
+per token position, as in the paper. The projection needs no training: it is the
+model's own norm and head. Both are scored on the same held-out tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..engine.lens import Lens
+from .identifiability import iter_labelled
+
+
+def ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Weights ``[D + 1, C]`` (last row: bias, not penalised) of ridge regression in closed form."""
+    X = np.hstack([features, np.ones((len(features), 1), features.dtype)]).astype(np.float64)
+    penalty = alpha * np.eye(X.shape[1])
+    penalty[-1, -1] = 0.0
+    return np.linalg.solve(X.T @ X + penalty, X.T @ targets.astype(np.float64))
+
+
+def ridge_scores(weights: np.ndarray, features: np.ndarray) -> np.ndarray:
+    return features.astype(np.float64) @ weights[:-1] + weights[-1]
+
+
+def _hidden_and_logits(lens: Lens, data: Any, site: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hidden states ``[n, rows, T, D]``, projected logits ``[n, rows, T, C]`` and labels ``[n]``."""
+    items = list(iter_labelled(data))
+    batch = lens.trace_batch([item[0] for item in items])
+    hidden = np.stack([t.hidden_states(site) for t in batch])
+    return hidden, batch.logits(site), np.array([item[1] for item in items])
+
+
+def _rank_of_label(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    target = np.take_along_axis(scores, labels[..., None], axis=-1)
+    return np.count_nonzero(scores > target, axis=-1)
+
+
+def probe_vs_projection(
+    lens: Lens,
+    train: Any,
+    test: Any,
+    site: str = "resid",
+    alpha: float = 1.0,
+    train_sizes: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """Accuracy and identifiability per layer and token kind, for ridge probes and for the projection.
+
+    Probes are fitted per layer and token position on ``train`` (the first
+    ``n`` images for each ``n`` in ``train_sizes``, default: all) and scored on
+    ``test``, like the projection. Token kinds: ``cls`` and ``image`` (the mean
+    over patch positions). Returns columns ``layer, tokens, method, train_images,
+    accuracy, identifiability`` (the projection's rows have ``train_images = 0``).
+
+    Example:
+        >>> probe_vs_projection(lens, vl.data.shapes(200, seed=5), vl.data.shapes(300, seed=2), train_sizes=[20, 200])
+    """
+    train_hidden, _, train_labels = _hidden_and_logits(lens, train, site)
+    test_hidden, test_logits, test_labels = _hidden_and_logits(lens, test, site)
+    n_classes, layout = lens.num_classes, lens.tokens
+    sizes = sorted(set(train_sizes or [len(train_labels)]))
+    if sizes[-1] > len(train_labels) or sizes[0] < 1:
+        raise ValueError(f"train_sizes must be between 1 and {len(train_labels)}, got {sizes}")
+    kinds = ({"cls": [layout.prefix.index("cls")]} if "cls" in layout.prefix else {}) | {
+        "image": list(range(layout.n_prefix, layout.n_tokens))
+    }
+    rows = []
+    for layer_row in range(test_hidden.shape[1]):
+        layer = layer_row if site == "resid" else layer_row + 1
+        for kind, positions in kinds.items():
+            ranks = _rank_of_label(test_logits[:, layer_row, positions], test_labels[:, None].repeat(len(positions), 1))
+            rows.append(_row(layer, kind, "projection", 0, ranks, n_classes))
+            for size in sizes:
+                targets = -np.ones((size, n_classes))
+                targets[np.arange(size), train_labels[:size]] = 1.0
+                probe_ranks = np.stack(
+                    [
+                        _rank_of_label(
+                            ridge_scores(
+                                ridge_fit(train_hidden[:size, layer_row, t], targets, alpha),
+                                test_hidden[:, layer_row, t],
+                            ),
+                            test_labels,
+                        )
+                        for t in positions
+                    ],
+                    axis=1,
+                )
+                rows.append(_row(layer, kind, "probe", size, probe_ranks, n_classes))
+    return pd.DataFrame(rows)
+
+
+def _row(layer: int, kind: str, method: str, size: int, ranks: np.ndarray, n_classes: int) -> dict:
+    return {
+        "layer": layer,
+        "tokens": kind,
+        "method": method,
+        "train_images": size,
+        "accuracy": float((ranks == 0).mean()),
+        "identifiability": float((1.0 - ranks / n_classes).mean()),
+    }
+
+
+def images_to_match(df: pd.DataFrame, tokens: str = "cls") -> pd.DataFrame:
+    """Per layer: the fewest training images with which a probe reaches the projection's accuracy (NaN: never)."""
+    out = []
+    for layer, part in df[df.tokens == tokens].groupby("layer"):
+        target = part[part.method == "projection"].accuracy.item()
+        probes = part[(part.method == "probe") & (part.accuracy >= target)]
+        out.append(
+            {
+                "layer": layer,
+                "projection_accuracy": target,
+                "images_needed": probes.train_images.min() if len(probes) else np.nan,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m vitlens_widgets.analysis.probes``: the probe-vs-projection tables for the demo model."""
+    import argparse
+    from pathlib import Path
+
+    from ..data.shapes import shapes
+    from ..demo.train import TEST_SEED
+    from .report import _table
+
+    p = argparse.ArgumentParser(description="Linear probes vs class-space projection on the demo model")
+    p.add_argument("--test-images", type=int, default=500)
+    p.add_argument("--train-sizes", type=int, nargs="+", default=[10, 20, 50, 100, 200, 500])
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    train_seed = 5  # fresh images: neither the model's training, validation nor test seeds
+    lens = Lens.demo()
+    df = probe_vs_projection(
+        lens,
+        shapes(max(args.train_sizes), seed=train_seed),
+        shapes(args.test_images, seed=TEST_SEED),
+        train_sizes=args.train_sizes,
+    )
+    parts = [
+        "# Linear probes vs class-space projection (demo model)\n",
+        f"Regenerate with `python -m vitlens_widgets.analysis.probes` (ridge, alpha 1, one probe per layer and token "
+        f"position, trained on the first n of {max(args.train_sizes)} fresh images (data seed {train_seed}), tested on "
+        f"{args.test_images} held-out images (seed {TEST_SEED})). Top-1 accuracy of the true class:\n",
+    ]
+    for kind in ("cls", "image"):
+        wide = df[df.tokens == kind].pivot_table(index="layer", columns=["method", "train_images"], values="accuracy")
+        wide.columns = [f"{m} n={n}" if m == "probe" else "projection" for m, n in wide.columns]
+        parts += [
+            f"\n## {'[CLS]' if kind == 'cls' else 'image tokens (mean over positions)'}\n",
+            _table(wide.reset_index()),
+        ]
+    parts += ["\n## Training images a [CLS] probe needs to match the projection\n", _table(images_to_match(df))]
+    text = "\n".join(parts) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
