@@ -55,6 +55,20 @@ export function scaleFor(metric: string, values: Float32Array): ColourScale {
   return { colour: (v) => interpolate(VIRIDIS, v), min: 0, max: 1, label: metric };
 }
 
+/** Relevance maps: signed maps get a symmetric diverging scale, others a min-max sequential one. */
+export function relevanceScale(values: Float32Array, signed: boolean): ColourScale {
+  if (signed) return { ...scaleFor("logit", values), label: "relevance" };
+  let min = Infinity;
+  let max = -Infinity;
+  for (const v of values) {
+    if (!Number.isFinite(v)) continue;
+    min = Math.min(min, v);
+    max = Math.max(max, v);
+  }
+  const span = max > min ? max - min : 1;
+  return { colour: (v) => interpolate(VIRIDIS, (v - min) / span), min, max, label: "relevance" };
+}
+
 export function css([r, g, b]: Rgb, alpha = 1): string {
   return `rgba(${Math.round(r)}, ${Math.round(g)}, ${Math.round(b)}, ${alpha})`;
 }

@@ -6,7 +6,14 @@
  * and maps values to colours.
  */
 
-import { CLS_COLOUR, MEAN_COLOUR, scaleFor, TOKEN_COLOURS } from "./colors";
+import {
+  CLS_COLOUR,
+  type ColourScale,
+  MEAN_COLOUR,
+  relevanceScale,
+  scaleFor,
+  TOKEN_COLOURS,
+} from "./colors";
 import { TokenGrid } from "./grid";
 import { ClassPicker } from "./picker";
 import { Heartbeat, type Layout, SliceStore, toArrayBuffer, type ViewModel } from "./store";
@@ -26,6 +33,13 @@ const ATTENTION: [string, string][] = [
   ["", "full"],
   ["self_only", "image tokens see only themselves"],
   ["no_cls", "image tokens ignore [CLS]"],
+];
+const RELEVANCE: [string, string][] = [
+  ["", "off"],
+  ["class_space", "class space"],
+  ["rollout", "rollout"],
+  ["grad_rollout", "grad rollout"],
+  ["random", "random"],
 ];
 const PLAY_MS = 700;
 
@@ -86,6 +100,8 @@ export class ExplorerUI {
   private whatIf = el("div", "vl-whatif");
   private memoryPanel = el("div", "vl-memories");
   private memoryRequest = 0;
+  private relevance: ReturnType<typeof radioGroup>;
+  private allBlocks = el("input");
   readonly store: SliceStore;
   private heartbeat: Heartbeat | null = null;
   private site: ReturnType<typeof radioGroup>;
@@ -124,6 +140,9 @@ export class ExplorerUI {
     this.site = radioGroup("Site", SITES, (v) => this.setState("site", v));
     this.metric = radioGroup("Metric", METRICS, (v) => this.setState("metric", v));
     this.attention = radioGroup("Attention", ATTENTION, (v) => this.setState("attention", v));
+    this.relevance = radioGroup("Relevance", RELEVANCE, (v) =>
+      this.setState("relevance_method", v),
+    );
     this.build();
     this.listen();
     this.refreshAll();
@@ -160,7 +179,16 @@ export class ExplorerUI {
       this.legend,
       this.hoverPanel,
     );
-    if (!this.model.get("standalone")) controls.append(this.buildPerturb(), this.memoryPanel);
+    if (!this.model.get("standalone")) {
+      this.allBlocks.type = "checkbox";
+      this.allBlocks.addEventListener("change", () =>
+        this.setState("relevance_all_blocks", this.allBlocks.checked),
+      );
+      const all = el("label", "vl-radio");
+      all.append(this.allBlocks, document.createTextNode("all blocks"));
+      this.relevance.box.append(all);
+      controls.append(this.relevance.box, this.buildPerturb(), this.memoryPanel);
+    }
     const main = el("div", "vl-main");
     main.append(this.grid.root, controls);
     this.root.append(this.status, main);
@@ -308,6 +336,9 @@ export class ExplorerUI {
       "removed",
       "prediction",
       "base_prediction",
+      "relevance_method",
+      "relevance_all_blocks",
+      "relevance_maps",
     ]) {
       on(`change:${name}`, () => this.render());
     }
@@ -411,10 +442,16 @@ export class ExplorerUI {
       const tokens = layout.n_tokens;
       const scale = scaleFor(metric, slice);
       const row = this.row();
-      this.grid.paint(slice.subarray(row * tokens, (row + 1) * tokens), scale);
+      const overlay = this.relevanceValues(layer);
+      if (overlay) this.grid.paint(overlay.values, overlay.scale);
+      else this.grid.paint(slice.subarray(row * tokens, (row + 1) * tokens), scale);
       this.lastPaint = { key: `${image}|${site}|${metric}|${cls}|${layer}`, at: performance.now() };
       this.paintListeners.forEach((listener) => listener(this.lastPaint.key));
-      this.renderLegend(scale.min, scale.max, metric);
+      const shown = overlay ? overlay.scale : scale;
+      const diverging = overlay
+        ? this.model.get("relevance_method") === "class_space"
+        : metric === "logit";
+      this.renderLegend(shown.min, shown.max, shown.label, diverging);
       this.renderChart(slice, site, metric, cls);
     }
     this.grid.setSelection(
@@ -423,14 +460,32 @@ export class ExplorerUI {
     );
     this.grid.setRemoved((this.model.get("removed") as number[] | undefined) ?? []);
     this.renderPerturb();
+    this.relevance.set(this.model.get("relevance_method") ?? "");
+    this.allBlocks.checked = this.model.get("relevance_all_blocks") ?? true;
     this.renderHover();
     this.renderChips();
     this.renderStatus();
   }
 
-  private renderLegend(min: number, max: number, metric: string): void {
-    this.legend.className = `vl-legend vl-legend-${metric === "logit" ? "diverging" : "sequential"}`;
+  /** The relevance map to show at this layer, laid out per token (prefix tokens unpainted), or null. */
+  private relevanceValues(layer: number): { values: Float32Array; scale: ColourScale } | null {
+    const method = this.model.get("relevance_method") as string;
+    const rows = this.model.get("relevance_rows") as number;
+    if (!method || !rows) return null;
+    const maps = new Float32Array(toArrayBuffer(this.model.get("relevance_maps")));
+    const size = maps.length / rows;
+    const perBlock = rows > 1 && !this.model.get("relevance_all_blocks") && layer >= 1;
+    const row = perBlock ? Math.min(layer - 1, rows - 2) : rows - 1;
+    const map = maps.subarray(row * size, (row + 1) * size);
+    const values = new Float32Array(this.layout.n_tokens).fill(NaN);
+    values.set(map, this.layout.prefix.length);
+    return { values, scale: relevanceScale(map, method === "class_space") };
+  }
+
+  private renderLegend(min: number, max: number, label: string, diverging: boolean): void {
+    this.legend.className = `vl-legend vl-legend-${diverging ? "diverging" : "sequential"}`;
     this.legend.replaceChildren(
+      el("span", "vl-caption", label),
       el("span", "", min.toFixed(2)),
       el("span", "vl-legend-bar"),
       el("span", "", max.toFixed(2)),

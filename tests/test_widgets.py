@@ -198,3 +198,17 @@ def test_memory_requests_return_top_memories_with_their_classes(explorer, lens, 
     assert len(header["classes"][0]) == 3
     view._handle_message(view, {"type": "memories", "id": 10, "token": 4, "layer": 0, "site": "mlp"}, [])
     assert sent[-1][0]["type"] == "error" and "blocks 1..L" in sent[-1][0]["message"]
+
+
+def test_relevance_overlay_sends_per_block_and_global_maps(explorer, lens):
+    view = explorer.view
+    view.relevance_method = "class_space"
+    expected = vl.explain.relevance(lens, vl.data.shapes(1, seed=2).images[0], cls=view.cls)
+    maps = np.frombuffer(view.relevance_maps, np.float32).reshape(view.relevance_rows, -1)
+    assert view.relevance_rows == 4  # 3 blocks + the global map
+    np.testing.assert_allclose(maps[:3], expected.per_block.reshape(3, -1), rtol=1e-5)
+    np.testing.assert_allclose(maps[3], expected.map.reshape(-1), rtol=1e-5)
+    view.relevance_method = "rollout"
+    assert view.relevance_rows == 1
+    with pytest.raises(traitlets.TraitError):
+        view.relevance_method = "lime"

@@ -175,6 +175,17 @@ def test_what_if_perturbations_retrace_live(lab_page):
     page.wait_for_function("() => document.querySelector('.vl-whatif').textContent === 'Unperturbed model.'")
 
 
+def test_relevance_overlay_repaints_the_grid(lab_page):
+    page, _ = lab_page
+    page.get_by_role("radio", name="identifiability").check()
+    before = pixels(page)
+    page.get_by_role("radio", name="class space").check()
+    page.wait_for_function("() => document.querySelector('.vl-legend').textContent.startsWith('relevance')")
+    assert pixels(page) != before
+    page.get_by_role("radio", name="off").check()
+    page.wait_for_function("() => !document.querySelector('.vl-legend').textContent.startsWith('relevance')")
+
+
 def test_no_errors_in_the_browser_console(lab_page):
     _, errors = lab_page
     relevant = [e for e in errors if "favicon" not in e]

@@ -56,6 +56,11 @@ class ExplorerView(anywidget.AnyWidget):
     removed = traitlets.List(traitlets.Int()).tag(sync=True)  # image tokens removed from the sequence
     trace_version = traitlets.Int(0).tag(sync=True)  # bumped whenever the traced numbers change
     base_prediction = traitlets.Int(0).tag(sync=True)  # the unperturbed model's prediction
+    # relevance overlay (vitlens_widgets.explain): "" = off
+    relevance_method = traitlets.Unicode("").tag(sync=True)
+    relevance_all_blocks = traitlets.Bool(True).tag(sync=True)
+    relevance_maps = traitlets.Bytes(b"").tag(sync=True)  # float32 [rows, h*w]: per-block maps, then the global one
+    relevance_rows = traitlets.Int(0).tag(sync=True)
     # kernel -> view status
     error = traitlets.Unicode("").tag(sync=True)
     standalone = traitlets.Bool(False).tag(sync=True)
@@ -185,6 +190,35 @@ class ExplorerView(anywidget.AnyWidget):
     @traitlets.observe("attention", "perturb_blocks", "renormalize", "removed")
     def _perturbation_changed(self, change: dict) -> None:
         self._retrace()
+
+    @traitlets.validate("relevance_method")
+    def _valid_relevance(self, proposal: dict) -> str:
+        from ..explain import METHODS
+
+        if proposal["value"] not in ("", *METHODS):
+            raise traitlets.TraitError(f"relevance_method must be '' or one of {METHODS}")
+        return proposal["value"]
+
+    @traitlets.observe("relevance_method", "cls", "image_index")
+    def _relevance_changed(self, change: dict) -> None:
+        self._send_relevance()
+
+    def _send_relevance(self) -> None:
+        """Compute the relevance maps of the current image and class (unperturbed model) for the overlay."""
+        if not self.relevance_method:
+            return
+        from ..explain import relevance
+
+        try:
+            result = relevance(self.lens, self._images[self.image_index], cls=self.cls, method=self.relevance_method)
+        except ValueError as err:
+            self.error = str(err)
+            return
+        maps = [result.map] if result.per_block is None else [*result.per_block, result.map]
+        data = np.stack([m.reshape(-1) for m in maps]).astype(np.float32)
+        with self.hold_sync():
+            self.relevance_rows = len(maps)
+            self.relevance_maps = data.tobytes()
 
     @traitlets.observe("image_index")
     def _image_changed(self, change: dict) -> None:
