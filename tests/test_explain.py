@@ -92,8 +92,24 @@ def test_unsupported_inputs_fail_clearly(setup):
         vl.explain.relevance(lens, image, method="lime")
     with pytest.raises(ValueError, match="needs a class token"):
         vl.explain.relevance(vl.Lens(make_model("avg_pool")), image)
-    with pytest.raises(ValueError, match="support timm Attention"):
-        vl.explain.relevance(vl.Lens(make_model("eva")), random_image(np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("family", ["eva", "deit_distilled", "registers", "layerscale"])
+def test_attention_pieces_rebuild_the_models_own_attention_update(family):
+    """The q/k/v and update pieces the maps differentiate through reproduce each family's attention exactly."""
+    lens = vl.Lens(make_model(family))
+    image = random_image(np.random.default_rng(0))
+    trace = lens.trace(image)
+    adapter = lens.adapter
+    context = adapter.embed(lens.prepare(image).tensor[None]).context
+    with torch.no_grad():
+        for i in range(adapter.depth):
+            q, k, v = adapter.attention_qkv(i, torch.from_numpy(trace.hidden_states("resid")[i])[None], context)
+            weights = ((q * adapter.attention_scale(i)) @ k.transpose(-2, -1)).softmax(-1)
+            update = adapter.update_from_heads(i, (weights @ v).transpose(1, 2).reshape(1, q.shape[2], -1))
+            np.testing.assert_allclose(update[0].numpy(), trace.hidden_states("attn")[i], atol=1e-5)
+    result = vl.explain.relevance(lens, image, cls=1)
+    assert result.per_block.shape == (lens.depth, *lens.tokens.grid) and np.isfinite(result.per_block).all()
 
 
 def test_evaluation_curves_and_mask_agreement_on_a_known_case():

@@ -109,6 +109,28 @@ class ModelAdapter:
         block = self.blocks[index]
         return block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
+    # --- attention in pieces (relevance maps differentiate through these) ----------------
+    def attention_qkv(
+        self, index: int, x: torch.Tensor, context: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v ``[B, H, T, d]`` of block ``index`` for the stream ``x`` entering it (before ``norm1``)."""
+        attn = self.blocks[index].attn
+        if getattr(attn, "gate", None) is not None or not isinstance(getattr(attn, "qkv", None), nn.Linear):
+            raise ValueError(f"block {index + 1}'s attention cannot be split into q, k, v here")
+        normed = self.blocks[index].norm1(x)
+        batch, tokens, _ = normed.shape
+        qkv = attn.qkv(normed).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        return attn.q_norm(q), attn.k_norm(k), v
+
+    def attention_scale(self, index: int) -> float:
+        return float(self.blocks[index].attn.scale)
+
+    def update_from_heads(self, index: int, mixed: torch.Tensor) -> torch.Tensor:
+        """The residual update of block ``index``'s attention from its heads' outputs ``[B, T, H*d]``."""
+        block = self.blocks[index]
+        return block.drop_path1(block.ls1(block.attn.proj(block.attn.norm(mixed))))
+
     def memory_keys(
         self,
         index: int,
@@ -193,6 +215,38 @@ class EvaAdapter(ModelAdapter):
             )
         block = self.blocks[index]
         out = block.attn(block.norm1(x), rope=self._rope(index, context), attn_mask=mask)
+        if block.gamma_1 is not None:
+            out = block.gamma_1 * out
+        return block.drop_path1(out)
+
+    def attention_qkv(
+        self, index: int, x: torch.Tensor, context: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from timm.layers import apply_rot_embed_cat
+
+        attn = self.blocks[index].attn
+        normed = self.blocks[index].norm1(x)
+        batch, tokens, _ = normed.shape
+        if attn.qkv is not None:
+            bias = None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+            qkv = torch.nn.functional.linear(normed, attn.qkv.weight, bias)
+            q, k, v = qkv.reshape(batch, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            q, k, v = (
+                proj(normed).reshape(batch, tokens, attn.num_heads, -1).transpose(1, 2)
+                for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
+            )
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        rope = self._rope(index, context)
+        if rope is not None:
+            n, half = attn.num_prefix_tokens, getattr(attn, "rotate_half", False)
+            q = torch.cat([q[:, :, :n], apply_rot_embed_cat(q[:, :, n:], rope, half=half)], dim=2).type_as(v)
+            k = torch.cat([k[:, :, :n], apply_rot_embed_cat(k[:, :, n:], rope, half=half)], dim=2).type_as(v)
+        return q, k, v
+
+    def update_from_heads(self, index: int, mixed: torch.Tensor) -> torch.Tensor:
+        block = self.blocks[index]
+        out = block.attn.proj(block.attn.norm(mixed))
         if block.gamma_1 is not None:
             out = block.gamma_1 * out
         return block.drop_path1(out)

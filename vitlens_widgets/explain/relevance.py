@@ -17,8 +17,8 @@
   is the [CLS] row.
 * ``random``: uniform noise, the floor every method must beat.
 
-Higher values mean more relevant. Supported: timm ``Attention`` blocks (ViT,
-DeiT, DeiT-3, registers) with a class token.
+Higher values mean more relevant. Supported: every family the lens supports
+that has a class token (ViT, DeiT, distilled DeiT, DeiT-3, registers, EVA).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..engine.classes import ClassLike
 from ..engine.lens import Lens
@@ -80,51 +79,36 @@ def relevance(
 
 
 def _check_supported(lens: Lens) -> None:
-    from timm.layers import Attention
-
     if "cls" not in lens.tokens.prefix:
         raise ValueError("these relevance maps read the [CLS] token's attention: the model needs a class token")
-    for i, block in enumerate(lens.adapter.blocks):
-        attn = getattr(block, "attn", None)
-        if not isinstance(attn, Attention) or getattr(attn, "gate", None) is not None:
-            raise ValueError(
-                f"block {i + 1} has a {type(attn).__name__} attention; relevance maps support timm Attention "
-                "(ViT, DeiT, DeiT-3, register models) so far"
-            )
 
 
-def _qkv(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, k, v ``[B, H, T, d]`` of a timm Attention for normed tokens ``x [B, T, D]``."""
-    batch, tokens, _ = x.shape
-    qkv = attn.qkv(x).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    return attn.q_norm(q), attn.k_norm(k), v
+def _weights(lens: Lens, index: int, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return ((q * lens.adapter.attention_scale(index)) @ k.transpose(-2, -1)).softmax(dim=-1)
 
 
 def class_space_per_block(lens: Lens, trace: Trace, cls: int) -> np.ndarray:
     """float32 ``[L, h, w]``: minus the cross-entropy gradient w.r.t. [CLS]'s attention to each patch, per block."""
-    layout = lens.tokens
+    layout, adapter = lens.tokens, lens.adapter
     cls_token = layout.prefix.index("cls")
     target = torch.tensor([cls], device=lens.device)
+    context = (
+        adapter.embed(lens.prepare(trace.image).tensor[None].to(lens.device)).context
+        if lens.adapter.family == "eva"
+        else None
+    )
     maps = []
     with torch.enable_grad():
-        for index, block in enumerate(lens.adapter.blocks):
-            x = block.norm1(trace.hidden["resid"][index].clone().to(lens.device))[None]  # [1, T, D]
-            q, k, v = _qkv(block.attn, x)
-            q_cls = q[:, :, cls_token : cls_token + 1]
-            weights = ((q_cls * block.attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1).detach().requires_grad_()
-            mixed = (weights @ v.detach()).transpose(1, 2).reshape(1, 1, -1)  # [1, 1, D]
-            update = block.drop_path1(block.ls1(block.attn.proj(block.attn.norm(mixed))))
-            loss = F.cross_entropy(lens.adapter.readout(update[:, 0]), target)
+        for index in range(adapter.depth):
+            x = trace.hidden["resid"][index].clone().to(lens.device)[None]  # [1, T, D]
+            q, k, v = adapter.attention_qkv(index, x, context)
+            weights = _weights(lens, index, q[:, :, cls_token : cls_token + 1], k).detach().requires_grad_()
+            mixed = (weights @ v.detach()).transpose(1, 2).reshape(1, 1, -1)  # [1, 1, H*d]
+            update = adapter.update_from_heads(index, mixed)
+            loss = F.cross_entropy(adapter.readout(update[:, 0]), target)
             (grad,) = torch.autograd.grad(loss, weights)
             maps.append(-grad.sum(dim=1)[0, 0, layout.n_prefix :].reshape(layout.grid))
     return torch.stack(maps).detach().float().cpu().numpy()
-
-
-def _attention_weights(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    x = block.norm1(h)
-    q, k, _ = _qkv(block.attn, x)
-    return ((q * block.attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # [B, H, T, T]
 
 
 def rollout_matrix(lens: Lens, image: torch.Tensor) -> np.ndarray:
@@ -136,8 +120,9 @@ def rollout_matrix(lens: Lens, image: torch.Tensor) -> np.ndarray:
         tokens = h.shape[1]
         eye = torch.eye(tokens, device=h.device)
         result = eye.clone()
-        for i, block in enumerate(adapter.blocks):
-            mixed = 0.5 * _attention_weights(block, h)[0].mean(0) + 0.5 * eye
+        for i in range(adapter.depth):
+            q, k, _ = adapter.attention_qkv(i, h, embedded.context)
+            mixed = 0.5 * _weights(lens, i, q, k)[0].mean(0) + 0.5 * eye
             result = (mixed / mixed.sum(-1, keepdim=True)) @ result
             h = h + adapter.attn_update(i, h, embedded.context)
             h = h + adapter.mlp_update(i, h)
@@ -151,14 +136,13 @@ def grad_rollout_matrix(lens: Lens, image: torch.Tensor, cls: int) -> np.ndarray
     with torch.enable_grad():
         embedded = adapter.embed(image)
         h = embedded.tokens
-        for i, block in enumerate(adapter.blocks):
-            x = block.norm1(h)
-            q, k, v = _qkv(block.attn, x)
-            weights = ((q * block.attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        for i in range(adapter.depth):
+            q, k, v = adapter.attention_qkv(i, h, embedded.context)
+            weights = _weights(lens, i, q, k)
             weights.retain_grad()
             weights_per_block.append(weights)
             mixed = (weights @ v).transpose(1, 2).reshape(h.shape[0], h.shape[1], -1)
-            h = h + block.drop_path1(block.ls1(block.attn.proj(block.attn.norm(mixed))))
+            h = h + adapter.update_from_heads(i, mixed)
             h = h + adapter.mlp_update(i, h)
         logit = adapter.model_logits(h)[0, cls]
         logit.backward()
