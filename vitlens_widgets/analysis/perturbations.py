@@ -67,7 +67,7 @@ def perturbation_effects(
         n += 1
     if n == 0:
         raise ValueError("no images given")
-    return _table(lens, site, chosen, sums, correct, n)
+    return _summary_frame(lens, site, chosen, sums, correct, n)
 
 
 def _options_for(options: Mapping[str, Any], groups: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def _options_for(options: Mapping[str, Any], groups: dict[str, np.ndarray]) -> d
     return {**options, "drop_tokens": tokens if remaining > 0 else tokens[:-1]}
 
 
-def _table(lens: Lens, site: str, chosen: Mapping, sums: dict, correct: dict[str, int], n: int) -> pd.DataFrame:
+def _summary_frame(lens: Lens, site: str, chosen: Mapping, sums: dict, correct: dict[str, int], n: int) -> pd.DataFrame:
     layers = list(layer_numbers(site, lens.depth))
     rows = []
     for (name, group), (total, count) in sums.items():

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from ..data.shapes import shapes
     from ..demo.train import TEST_SEED
-    from .report import _table
+    from .report import markdown_table
 
     p = argparse.ArgumentParser(description="Linear probes vs class-space projection on the demo model")
     p.add_argument("--test-images", type=int, default=500)
@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> None:
         wide.columns = [f"{m} n={n}" if m == "probe" else "projection" for m, n in wide.columns]
         parts += [
             f"\n## {'[CLS]' if kind == 'cls' else 'image tokens (mean over positions)'}\n",
-            _table(wide.reset_index()),
+            markdown_table(wide.reset_index()),
         ]
-    parts += ["\n## Training images a [CLS] probe needs to match the projection\n", _table(images_to_match(df))]
+    parts += ["\n## Training images a [CLS] probe needs to match the projection\n", markdown_table(images_to_match(df))]
     text = "\n".join(parts) + "\n"
     if args.out:
         args.out.write_text(text)

@@ -23,7 +23,7 @@ from .perturbations import perturbation_effects
 from .sublayers import sublayer_contributions
 
 
-def _table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
+def markdown_table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
     header = "| " + " | ".join(str(c) for c in df.columns) + " |"
     lines = [header, "|" + "---|" * len(df.columns)]
     for row in df.to_dict("records"):
@@ -94,20 +94,22 @@ def build_report(lens: Lens, n_images: int = 500, seed: int = TEST_SEED, permuta
         )
         + " |",
         "\n## Identifiability of the true class by layer (residual stream)\n",
-        _table(wide),
+        markdown_table(wide),
         "\n## Object vs context tokens (paired sign-flip permutation test)\n",
-        _table(test),
+        markdown_table(test),
         "\n## Perturbations: accuracy\n",
-        _table(accuracy),
+        markdown_table(accuracy),
         "\n## Perturbations: identifiability of image tokens\n",
-        _table(effects[effects.tokens == "image"][["perturbation", "layer", "baseline", "identifiability", "change"]]),
+        markdown_table(
+            effects[effects.tokens == "image"][["perturbation", "layer", "baseline", "identifiability", "change"]]
+        ),
         "\n## What the sublayers add (image tokens)\n",
-        _table(sub[sub.tokens == "image"].drop(columns=["tokens"])),
+        markdown_table(sub[sub.tokens == "image"].drop(columns=["tokens"])),
         "\n## Class-value agreement (best cosine of each class with any value vector, mean over classes)\n",
-        _table(cva),
+        markdown_table(cva),
         f"\n## Key-value agreement (MLP; a token's top-5 activated memories write its true class among their top-{top_classes}"
         f" class(es); baseline: a random other class)\n",
-        _table(kva_image.reset_index()),
+        markdown_table(kva_image.reset_index()),
         "",
     ]
     return "\n".join(parts)

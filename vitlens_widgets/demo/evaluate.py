@@ -39,7 +39,7 @@ def block_table(lens: Lens, n: int = 1000, seed: int = TEST_SEED, progress: bool
     return wide.reset_index()
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def block_table_markdown(table: pd.DataFrame) -> str:
     groups = ["cls", "object", "context", "image"]
     header = (
         "| layer | "
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     accuracy = held_out_accuracy(lens, args.images, progress=True)
     table = block_table(lens, args.images, progress=True)
     print(f"held-out accuracy on {args.images} images (data seed {TEST_SEED}): {accuracy:.4f}\n")
-    print(markdown_table(table))
+    print(block_table_markdown(table))
     if args.json:
         args.json.write_text(
             json.dumps({"accuracy": accuracy, "images": args.images, "table": table.to_dict("records")}, indent=1)

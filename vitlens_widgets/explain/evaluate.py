@@ -93,7 +93,7 @@ def evaluate_relevance(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..analysis.report import _table
+    from ..analysis.report import markdown_table
     from ..demo.train import TEST_SEED
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> None:
             "AUC = mean accuracy over the removal fractions 0.0–0.9: higher is better for *negative* "
             "(least relevant removed first), lower is better for *positive* (most relevant first). "
             "Pointing game and IoU compare the maps with the exact object masks.\n",
-            _table(summary),
+            markdown_table(summary),
             "\n## Accuracy by fraction of image tokens removed\n",
-            _table(wide),
+            markdown_table(wide),
             "",
         ]
     )
