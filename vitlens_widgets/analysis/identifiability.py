@@ -28,6 +28,13 @@ def iter_labelled(data: Any) -> Iterable[tuple[Any, int, np.ndarray | None]]:
         yield item[0], int(item[1]), (item[2] if len(item) > 2 else None)
 
 
+def labelled_count(data: Any) -> int | None:
+    """How many items :func:`iter_labelled` will yield, when that is known up front (for progress bars)."""
+    if hasattr(data, "labels"):
+        return len(data.labels)
+    return len(data) if hasattr(data, "__len__") else None
+
+
 def token_groups(lens: Lens, mask: np.ndarray | None, threshold: float = 0.5) -> dict[str, np.ndarray]:
     """Boolean token selections: ``cls`` (when present), ``image``, and ``object``/``context`` given a pixel mask.
 
@@ -85,7 +92,7 @@ def labelled_batches(
     """Stream ``(traces, labels, masks)`` batches over labelled data with a progress bar and bounded memory."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    total = len(data.labels) if hasattr(data, "labels") else (len(data) if hasattr(data, "__len__") else None)
+    total = labelled_count(data)
     pending: list[tuple[Any, int, np.ndarray | None]] = []
 
     def run() -> tuple[TraceBatch, np.ndarray, list[np.ndarray | None]]:

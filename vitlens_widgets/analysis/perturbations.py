@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..engine.lens import Lens
 from ..engine.trace import layer_numbers
-from .identifiability import iter_labelled, token_groups
+from .identifiability import iter_labelled, labelled_count, token_groups
 
 DROP_GROUPS = ("object", "context")
 
@@ -47,8 +47,9 @@ def perturbation_effects(
     sums: dict[tuple[str, str], list] = {}
     correct: dict[str, int] = {name: 0 for name in ["none", *chosen]}
     n = 0
-    total = len(data.labels) if hasattr(data, "labels") else (len(data) if hasattr(data, "__len__") else None)
-    for image, label, mask in tqdm(iter_labelled(data), total=total, desc="perturbations", disable=not progress):
+    for image, label, mask in tqdm(
+        iter_labelled(data), total=labelled_count(data), desc="perturbations", disable=not progress
+    ):
         groups = token_groups(lens, mask)
         traces = {"none": lens.trace(image)}
         for name, options in chosen.items():

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine.lens import Lens
+from ..engine.trace import rank_of
 from .identifiability import iter_labelled
 
 
@@ -36,11 +37,6 @@ def _hidden_and_logits(lens: Lens, data: Any, site: str) -> tuple[np.ndarray, np
     batch = lens.trace_batch([item[0] for item in items])
     hidden = np.stack([t.hidden_states(site) for t in batch])
     return hidden, batch.logits(site), np.array([item[1] for item in items])
-
-
-def _rank_of_label(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    target = np.take_along_axis(scores, labels[..., None], axis=-1)
-    return np.count_nonzero(scores > target, axis=-1)
 
 
 def probe_vs_projection(
@@ -75,14 +71,14 @@ def probe_vs_projection(
     for layer_row in range(test_hidden.shape[1]):
         layer = layer_row if site == "resid" else layer_row + 1
         for kind, positions in kinds.items():
-            ranks = _rank_of_label(test_logits[:, layer_row, positions], test_labels[:, None].repeat(len(positions), 1))
+            ranks = rank_of(test_logits[:, layer_row, positions], test_labels)
             rows.append(_row(layer, kind, "projection", 0, ranks, n_classes))
             for size in sizes:
                 targets = -np.ones((size, n_classes))
                 targets[np.arange(size), train_labels[:size]] = 1.0
                 probe_ranks = np.stack(
                     [
-                        _rank_of_label(
+                        rank_of(
                             ridge_scores(
                                 ridge_fit(train_hidden[:size, layer_row, t], targets, alpha),
                                 test_hidden[:, layer_row, t],

@@ -117,11 +117,7 @@ class ModelAdapter:
         attn = self.blocks[index].attn
         if getattr(attn, "gate", None) is not None or not isinstance(getattr(attn, "qkv", None), nn.Linear):
             raise ValueError(f"block {index + 1}'s attention cannot be split into q, k, v here")
-        normed = self.blocks[index].norm1(x)
-        batch, tokens, _ = normed.shape
-        qkv = attn.qkv(normed).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        return attn.q_norm(q), attn.k_norm(k), v
+        return split_qkv(attn, self.blocks[index].norm1(x))
 
     def attention_scale(self, index: int) -> float:
         return float(self.blocks[index].attn.scale)
@@ -264,6 +260,14 @@ class EvaAdapter(ModelAdapter):
         return block.drop_path2(out)
 
 
+def split_qkv(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v ``[B, H, T, d]`` of a timm ``Attention`` for already normed tokens ``x [B, T, D]``."""
+    batch, tokens, _ = x.shape
+    qkv = attn.qkv(x).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
 def explicit_attention(
     attn: nn.Module,
     x: torch.Tensor,
@@ -277,9 +281,7 @@ def explicit_attention(
     attention memories' key coefficients) instead of the module's output.
     """
     batch, tokens, _ = x.shape
-    qkv = attn.qkv(x).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k, v = split_qkv(attn, x)
     scores = (q * attn.scale) @ k.transpose(-2, -1)
     if mask is not None:
         scores = scores + mask

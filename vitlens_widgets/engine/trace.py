@@ -237,9 +237,15 @@ def project(readout: Readout, hidden: torch.Tensor, max_rows: int = 131_072) -> 
     return out.numpy().reshape(*hidden.shape[:-1], -1)
 
 
-def rank_of(logits: np.ndarray, cls: int) -> np.ndarray:
-    """Count of classes with a strictly greater logit than ``cls`` along the last axis (ties favour ``cls``)."""
-    target = logits[..., cls : cls + 1]
+def rank_of(logits: np.ndarray, cls: int | np.ndarray) -> np.ndarray:
+    """Count of classes with a strictly greater logit than ``cls`` along the last axis (ties favour ``cls``).
+
+    ``cls`` is one class, or an integer array aligned with the leading axes of
+    ``logits`` (e.g. one true label per image for ``[B, rows, T, C]``).
+    """
+    index = np.asarray(cls, dtype=np.intp)
+    index = index.reshape(index.shape + (1,) * (logits.ndim - index.ndim))
+    target = np.take_along_axis(logits, index, axis=-1)
     return np.count_nonzero(logits > target, axis=-1).astype(np.int32)
 
 
@@ -342,9 +348,7 @@ class TraceBatch(Sequence):
     def rank(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
         """int32 ``[B, rows, T]``; ``cls`` is one class for all images, or one per image (e.g. true labels)."""
         logits = self.logits(site)
-        targets = self._class_per_image(cls)
-        target_logits = np.take_along_axis(logits, targets[:, None, None, None], axis=-1)
-        rank = np.count_nonzero(logits > target_logits, axis=-1).astype(np.int32)
+        rank = rank_of(logits, self._class_per_image(cls))
         return mark_dropped(rank, self._traces[0].dropped)
 
     def identifiability(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
