@@ -13,6 +13,7 @@ from ..engine.lens import Lens
 from ..engine.preprocess import ImageLike
 from ..plots.trajectories import TrajectoryFigure
 from .explorer import ExplorerView
+from .snapshot import describe, snapshot_html, snapshot_png
 
 
 class Explorer(ipywidgets.VBox):
@@ -58,6 +59,28 @@ class Explorer(ipywidgets.VBox):
             baseline=view.current_slice(baseline=True) if view.perturbed else None,
         )
         self.plot.set_layer(view.layer)
+
+    def snapshot(self) -> bytes:
+        """PNG bytes of what the explorer shows now: the heat map beside the trajectories.
+
+        Example:
+            >>> Path("explorer.png").write_bytes(vl.explore(lens, image).snapshot())
+        """
+        view = self.view
+        return snapshot_png(view.trace, view.cls, view.site, view.metric, view.layer, view.selected)
+
+    def _ipython_display_(self) -> None:
+        """Show the live widget, followed by a static snapshot for viewers without a kernel.
+
+        GitHub, nbviewer and HTML exports of a saved notebook cannot run the widget;
+        they show the snapshot instead. Live JupyterLab hides it (``explorer.css``).
+        """
+        from IPython.display import HTML, display
+
+        display(self._repr_mimebundle_(), raw=True)
+        view = self.view
+        caption = describe(view.trace, view.cls, view.site, view.metric, view.layer)
+        display(HTML(snapshot_html(self.snapshot(), caption)))
 
     def to_html(self, path: str | os.PathLike, max_classes: int = 64) -> int:
         """Write a self-contained interactive page of this explorer (no kernel, no CDN); returns its size in bytes."""

@@ -1,0 +1,163 @@
+"""A static picture of the explorer, for places with no kernel and no widget manager.
+
+A saved notebook viewed on GitHub, on nbviewer or as an HTML export has no
+kernel; the live widget then shows nothing. The explorer therefore displays this
+snapshot beside itself: a PNG of the token heat map and the trajectories of the
+state it opened with. Live JupyterLab hides it (see ``explorer.css``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ..engine.trace import Trace, layer_numbers, layer_row
+from .payload import metric_slices
+
+# The front end's colour stops (js/colors.ts), so the picture matches the widget.
+VIRIDIS = np.array(
+    [
+        [68, 1, 84],
+        [71, 44, 122],
+        [59, 81, 139],
+        [44, 113, 142],
+        [33, 144, 141],
+        [39, 173, 129],
+        [92, 200, 99],
+        [170, 220, 50],
+        [253, 231, 37],
+    ],
+    dtype=np.float32,
+)
+DIVERGING = np.array(
+    [[33, 102, 172], [103, 169, 207], [247, 247, 247], [239, 138, 98], [178, 24, 43]], dtype=np.float32
+)
+LINE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+SITE_NAMES = {"resid": "residual stream", "attn": "attention", "mlp": "MLP"}
+GRID_PX = 256  # side of the heat map in the picture
+PLOT_W, PLOT_H = 300, 200
+SNAPSHOT_CLASS = "vitlens-snapshot"
+
+
+def colour_map(values: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """uint8 ``[..., 3]`` colours of ``values`` in [0, 1] (NaN → 0), linear between ``stops``."""
+    x = np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0) * (len(stops) - 1)
+    i = np.minimum(np.floor(x).astype(int), len(stops) - 2)
+    f = (x - i)[..., None]
+    return np.round(stops[i] + (stops[i + 1] - stops[i]) * f).astype(np.uint8)
+
+
+def _unit_values(values: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Map metric values to [0, 1] and pick the colour stops, as the front end does."""
+    if metric == "logit":
+        bound = float(np.nanmax(np.abs(values))) or 1.0
+        return (values + bound) / (2 * bound), DIVERGING
+    return values, VIRIDIS
+
+
+def heatmap_image(trace: Trace, values: np.ndarray, metric: str, size: int = GRID_PX) -> Image.Image:
+    """The input crop with one translucent cell per patch coloured by ``values`` (``[T]`` for one layer)."""
+    h, w = trace.tokens.grid
+    unit, stops = _unit_values(values[trace.tokens.image_tokens].reshape(h, w), metric)
+    cells = Image.fromarray(colour_map(unit, stops)).resize((size, size), Image.Resampling.NEAREST)
+    resample = Image.Resampling.NEAREST if trace.image.shape[0] < size else Image.Resampling.BILINEAR
+    crop = Image.fromarray(trace.image).convert("RGB").resize((size, size), resample)
+    picture = Image.blend(crop, cells, 0.55)
+    draw = ImageDraw.Draw(picture)
+    for k in range(1, w):
+        draw.line([(k * size / w, 0), (k * size / w, size)], fill=(255, 255, 255), width=1)
+    for k in range(1, h):
+        draw.line([(0, k * size / h), (size, k * size / h)], fill=(255, 255, 255), width=1)
+    return picture
+
+
+def trajectory_image(
+    layers: Sequence[int], lines: dict[str, np.ndarray], current: int, metric: str, title: str = ""
+) -> Image.Image:
+    """A small line chart: one line per named series over ``layers``, a marker at ``current``."""
+    font = ImageFont.load_default(size=11)
+    picture = Image.new("RGB", (PLOT_W, PLOT_H), "white")
+    draw = ImageDraw.Draw(picture)
+    left, top, right, bottom = 38, 22, PLOT_W - 10, PLOT_H - 48
+    values = np.concatenate([v for v in lines.values()])
+    lo, hi = (0.0, 1.0) if metric != "logit" else (float(np.nanmin(values)), float(np.nanmax(values)))
+    hi = hi if hi > lo else lo + 1.0
+
+    def xy(layer: int, value: float) -> tuple[float, float]:
+        x = left + (right - left) * (layer - layers[0]) / max(1, layers[-1] - layers[0])
+        return x, bottom - (bottom - top) * (value - lo) / (hi - lo)
+
+    draw.text((left, 4), title[:48], fill=(40, 40, 40), font=font)
+    draw.rectangle([left, top, right, bottom], outline=(160, 160, 160))
+    marker_x = xy(current, lo)[0]
+    draw.line([(marker_x, top), (marker_x, bottom)], fill=(150, 150, 150), width=1)
+    for value in (lo, hi):
+        draw.text((2, xy(layers[0], value)[1] - 6), f"{value:.2g}", fill=(80, 80, 80), font=font)
+    draw.text((left, bottom + 3), f"layer {layers[0]}", fill=(80, 80, 80), font=font)
+    draw.text((right - 40, bottom + 3), f"layer {layers[-1]}", fill=(80, 80, 80), font=font)
+    for n, (name, series) in enumerate(lines.items()):
+        colour = LINE_COLOURS[n % len(LINE_COLOURS)]
+        points = [xy(layer, float(v)) for layer, v in zip(layers, series) if np.isfinite(v)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        legend_x = left + (n % 3) * 85
+        legend_y = bottom + 17 + (n // 3) * 13
+        draw.line([(legend_x, legend_y + 6), (legend_x + 14, legend_y + 6)], fill=colour, width=2)
+        draw.text((legend_x + 18, legend_y), name[:12], fill=(40, 40, 40), font=font)
+    return picture
+
+
+def snapshot_png(
+    trace: Trace,
+    cls: int,
+    site: str = "resid",
+    metric: str = "identifiability",
+    layer: int | None = None,
+    selected: Sequence[int] = (),
+) -> bytes:
+    """PNG bytes: the token heat map of ``cls`` at ``layer`` beside its trajectories across layers.
+
+    Example:
+        >>> png = snapshot_png(lens.trace(image), cls=3)
+    """
+    values = metric_slices(trace, site, metric, [cls])[0]  # [rows, T]
+    layers = list(layer_numbers(site, trace.depth))
+    layer = layers[-1] if layer is None else layer
+    grid = heatmap_image(trace, values[layer_row(site, layer, trace.depth)], metric)
+    lines = {}
+    if trace.tokens.n_prefix and "cls" in trace.tokens.prefix:
+        lines["[CLS]"] = values[:, trace.tokens.prefix.index("cls")]
+    lines["image tokens"] = np.nanmean(values[:, trace.tokens.image_tokens], axis=1)
+    for token in selected:
+        lines[trace.tokens.names[token]] = values[:, token]
+    plot = trajectory_image(layers, lines, layer, metric, f"{metric} of {trace.class_names[cls]}")
+    picture = Image.new("RGB", (GRID_PX + PLOT_W + 12, max(GRID_PX, PLOT_H)), "white")
+    picture.paste(grid, (0, 0))
+    picture.paste(plot, (GRID_PX + 12, (GRID_PX - PLOT_H) // 2))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def snapshot_html(png: bytes, caption: str) -> str:
+    """An ``<img>`` of the snapshot with a caption, for the notebook's ``text/html`` output."""
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure class="{SNAPSHOT_CLASS}" style="margin:0">'
+        f'<img src="data:image/png;base64,{data}" alt="{html.escape(caption)}" style="max-width:100%">'
+        f'<figcaption style="font-size:12px;color:#555">{html.escape(caption)}</figcaption></figure>'
+    )
+
+
+def describe(trace: Trace, cls: int, site: str, metric: str, layer: int) -> str:
+    """One line saying what a snapshot shows."""
+    return (
+        f"Static snapshot of the explorer (no live kernel): {metric} of class "
+        f"'{trace.class_names[cls]}' in the {SITE_NAMES[site]} at layer {layer}. "
+        "Run the notebook to explore interactively."
+    )
