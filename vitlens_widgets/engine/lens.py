@@ -66,6 +66,7 @@ class Lens:
             raise ValueError("cache_size must be >= 0")
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, Trace] = OrderedDict()
+        self._pinned: dict[str, Trace] = {}  # input fingerprint -> unperturbed trace, never evicted
 
     # --- construction ------------------------------------------------------------
     @classmethod
@@ -165,7 +166,10 @@ class Lens:
         """
         perturbation = self.perturbation(attention, blocks, renormalize, drop_tokens)
         prepared = self.prepare(image)
-        key = (_fingerprint(prepared.tensor), perturbation)
+        fingerprint = _fingerprint(prepared.tensor)
+        if not perturbation.active and fingerprint in self._pinned:
+            return self._pinned[fingerprint]
+        key = (fingerprint, perturbation)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -247,7 +251,41 @@ class Lens:
         return out
 
     def clear_cache(self) -> None:
+        """Forget recent traces (pinned ones, from :meth:`load_traces`, stay)."""
         self._cache.clear()
+
+    # --- saved traces ----------------------------------------------------------------
+    def save_traces(self, images: Iterable[Any], path: str | os.PathLike, progress: bool = True) -> int:
+        """Trace ``images`` once and write the traces, projected at every site, to ``path``.
+
+        Returns the file size in bytes. Pair with :meth:`load_traces` so that many
+        kernels (a class on a JupyterHub) open the same gallery without a forward pass.
+
+        Example:
+            >>> lens.save_traces(vl.data.shapes(5, seed=2).images, "gallery.vltrace")
+        """
+        from .saved import save_traces
+
+        return save_traces(self, images, path, progress=progress)
+
+    def load_traces(self, path: str | os.PathLike) -> list[torch.Tensor]:
+        """Load traces written by :meth:`save_traces`; returns the gallery to pass to ``vl.explore``.
+
+        The traces stay in this lens for its lifetime, so tracing a gallery item
+        (unperturbed) costs no forward pass. Raises ``ValueError`` if the file
+        was written for a model with other weights.
+
+        Example:
+            >>> gallery = lens.load_traces("gallery.vltrace")
+            >>> vl.explore(lens, gallery)
+        """
+        from .saved import load_traces
+
+        return load_traces(self, path)
+
+    def pin(self, image: ImageLike, trace: Trace) -> None:
+        """Keep ``trace`` as the unperturbed trace of ``image`` for this lens's lifetime."""
+        self._pinned[_fingerprint(self.prepare(image).tensor)] = trace
 
     # --- the forward pass ----------------------------------------------------------
     def _run(self, prepared: list[Prepared], perturbation: Perturbation = NO_PERTURBATION) -> TraceBatch:
