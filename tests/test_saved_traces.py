@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_model, random_image
 
 import vitlens_widgets as vl
 from vitlens_widgets.engine.trace import SITES
-
-from conftest import make_model, random_image
 
 
 @pytest.fixture(scope="module")
