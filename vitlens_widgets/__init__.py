@@ -28,6 +28,7 @@ _LAZY = {
     "plots": ("vitlens_widgets.plots", None),
     "widgets": ("vitlens_widgets.widgets", None),
     "explain": ("vitlens_widgets.explain", None),
+    "lab": ("vitlens_widgets.lab", None),
 }
 
 
@@ -58,5 +59,6 @@ __all__ = [
     "explain",
     "explore",
     "export_html",
+    "lab",
     "plots",
 ]
