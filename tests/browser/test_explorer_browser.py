@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .jupyter import CHROMIUM, CHROMIUM_ARGS, chromium_available, running_lab, write_notebook
+from .jupyter import CHROMIUM, chromium_available, running_lab, write_notebook
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,16 +28,6 @@ CANVAS_PIXELS = """() => {
   const c = document.querySelector('.vl-explorer canvas.vl-heat');
   return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +65,13 @@ def test_grid_renders_pixels_and_accessible_controls(lab_page):
     assert page.get_by_role("grid", name="Tokens").get_by_role("gridcell").count() == 65
     for role, name in [("slider", "Layer"), ("combobox", "Class"), ("radiogroup", "Site"), ("radiogroup", "Metric")]:
         assert page.get_by_role(role, name=name).count() == 1
+
+
+def test_static_snapshot_is_hidden_while_the_widget_is_live(lab_page):
+    page, _ = lab_page
+    snapshot = page.locator(".vitlens-snapshot")
+    assert snapshot.count() == 1  # it is in the output, for viewers without a kernel...
+    assert not snapshot.is_visible()  # ...but the live widget's stylesheet hides it
 
 
 def test_screenshot_for_the_readme(lab_page):

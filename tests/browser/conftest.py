@@ -1,0 +1,19 @@
+"""The real Chromium shared by the browser tests (Debian's, never a downloaded one)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .jupyter import CHROMIUM, CHROMIUM_ARGS, chromium_available
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not chromium_available():
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (scripts/test.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
