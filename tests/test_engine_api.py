@@ -222,3 +222,13 @@ def test_arrays_at_input_size_skip_pil_only_when_geometry_is_identity(rng):
     slow = lens.prepare(preprocess.Image.fromarray(image))  # PIL path
     torch.testing.assert_close(fast.tensor, slow.tensor)
     np.testing.assert_array_equal(fast.crop, slow.crop)
+
+
+def test_class_probs_equal_the_full_softmax_also_with_removed_tokens(lens, rng):
+    image = random_image(rng)
+    for trace in (lens.trace(image), lens.trace(image, drop_tokens=[2, 5])):
+        for site in vl.SITES:
+            expected = np.moveaxis(trace.probs(site)[..., [3, 0, 7]], -1, 0)
+            got = trace.class_probs([3, 0, 7], site)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+            assert np.isnan(got).any() == bool(trace.options)  # removed tokens have no probability

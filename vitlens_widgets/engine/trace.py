@@ -154,6 +154,7 @@ class Trace:
     options: dict[str, Any] = field(default_factory=dict)  # the perturbation, if any
     dropped: np.ndarray | None = field(default=None, repr=False)  # bool [T]: tokens removed from the sequence
     _logits: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _log_partition: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # site -> [rows, T]
 
     @property
     def depth(self) -> int:
@@ -173,7 +174,8 @@ class Trace:
     def nbytes(self) -> int:
         """Bytes held by hidden states, cached projections and the image."""
         hidden = sum(t.element_size() * t.nelement() for t in self.hidden.values())
-        return hidden + sum(a.nbytes for a in self._logits.values()) + self.image.nbytes
+        cached = sum(a.nbytes for a in (*self._logits.values(), *self._log_partition.values()))
+        return hidden + cached + self.image.nbytes
 
     def layers(self, site: str) -> range:
         """Valid layer numbers of ``site``: 0..L for ``"resid"``, 1..L for ``"attn"``/``"mlp"``."""
@@ -193,6 +195,23 @@ class Trace:
     def probs(self, site: str = "resid") -> np.ndarray:
         """Softmax of :meth:`logits` over classes (computed fresh, not cached, to keep traces small)."""
         return _softmax(self.logits(site))
+
+    def class_probs(self, classes: Sequence[ClassLike], site: str = "resid") -> np.ndarray:
+        """float32 ``[len(classes), rows, T]``: the softmax probability of each class, without a full softmax.
+
+        The log-partition per token is computed once per site and cached (``[rows, T]``, small),
+        so each further class costs one pass over ``[rows, T]``.
+
+        Example:
+            >>> trace.class_probs([trace.prediction.index], "mlp")[0, -1, 0]  # last MLP update of [CLS]
+        """
+        logits = self.logits(site)
+        if site not in self._log_partition:
+            peak = logits.max(axis=-1)
+            self._log_partition[site] = peak + np.log(np.exp(logits - peak[..., None]).sum(axis=-1))
+        indices = [self.class_index(c) for c in classes]
+        picked = np.moveaxis(logits[..., indices], -1, 0)
+        return np.exp(picked - self._log_partition[site]).astype(np.float32)
 
     def class_index(self, cls: ClassLike) -> int:
         return self.class_names.index(cls)

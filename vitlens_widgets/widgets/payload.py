@@ -31,8 +31,9 @@ def metric_slices(trace: Trace, site: str, metric: str, classes: Sequence[int]) 
     classes = [trace.class_names.index(int(c)) for c in classes]
     if metric == "identifiability":
         return np.stack([trace.identifiability(c, site) for c in classes])
-    values = trace.logits(site) if metric == "logit" else trace.probs(site)
-    return np.ascontiguousarray(np.moveaxis(values[..., classes], -1, 0), dtype=np.float32)
+    if metric == "probability":
+        return trace.class_probs(classes, site)
+    return np.ascontiguousarray(np.moveaxis(trace.logits(site)[..., classes], -1, 0), dtype=np.float32)
 
 
 def token_topk(trace: Trace, site: str, k: int = TOPK) -> tuple[np.ndarray, np.ndarray]:
