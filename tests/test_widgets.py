@@ -212,3 +212,22 @@ def test_relevance_overlay_sends_per_block_and_global_maps(explorer, lens):
     assert view.relevance_rows == 1
     with pytest.raises(traitlets.TraitError):
         view.relevance_method = "lime"
+
+
+def test_a_class_change_computes_its_slice_once(explorer, sent, monkeypatch):
+    """The view's request and the trajectories' redraw (when the trait syncs) share one computation."""
+    from vitlens_widgets.widgets import explorer as explorer_module
+
+    calls = []
+    real = explorer_module.metric_slices
+    monkeypatch.setattr(explorer_module, "metric_slices", lambda *a: calls.append(a[1:]) or real(*a))
+    view = explorer.view
+    view.site = "mlp"
+    new = next(c for c in range(10) if c != view.cls)
+    view._recent_slices.clear()  # forget the classes pushed ahead of time
+    calls.clear()
+    request = {"type": "slices", "id": 3, "site": "mlp", "metric": "identifiability", "classes": [new]}
+    view._handle_message(view, request, [])
+    view.cls = new
+    assert calls == [("mlp", "identifiability", [new])]
+    np.testing.assert_array_equal(view.current_slice(), real(view.trace, "mlp", "identifiability", [new])[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from .payload import METRICS, layout_dict, metric_slices, png_bytes, prefetch_cl
 STATIC = Path(__file__).resolve().parent.parent / "static"
 BUNDLE = STATIC / "explorer.js"
 STYLES = STATIC / "explorer.css"
+RECENT_SLICES = 256  # metric slices remembered per view ([rows, T] float32 each: 10 KB for ViT-B/16)
 
 
 class ExplorerView(anywidget.AnyWidget):
@@ -26,6 +28,10 @@ class ExplorerView(anywidget.AnyWidget):
     Numbers reach the browser only as binary buffers: per-site top-k tables in
     traits, metric slices ``[classes, rows, tokens]`` in custom messages answered
     on request (and pushed ahead of time for the classes most likely needed).
+
+    Example:
+        >>> view = ExplorerView(lens, vl.data.shapes(3, seed=2).images)  # the grid alone, without trajectories
+        >>> view.site, view.metric, view.cls = "mlp", "logit", lens.class_index("star")
     """
 
     _esm = BUNDLE
@@ -72,6 +78,7 @@ class ExplorerView(anywidget.AnyWidget):
             raise ValueError("explore needs at least one image")
         super().__init__(**kwargs)
         self.lens = lens
+        self._recent_slices: OrderedDict[tuple[int, str, str, int], tuple[Trace, np.ndarray]] = OrderedDict()
         self._images = list(images)
         self.trace: Trace = lens.trace(self._images[0])
         self.base_trace: Trace = self.trace
@@ -246,7 +253,7 @@ class ExplorerView(anywidget.AnyWidget):
     def _reply(self, request: dict) -> None:
         try:
             site, metric, classes = self._check_request(request)
-            data = metric_slices(self.trace, site, metric, classes)
+            data = self._slices(self.trace, site, metric, classes)
         except (ValueError, TypeError, KeyError) as err:
             self.send({"type": "error", "id": request.get("id"), "message": str(err)})
             return
@@ -307,7 +314,21 @@ class ExplorerView(anywidget.AnyWidget):
         ``baseline=True`` reads the unperturbed trace instead of the perturbed one.
         """
         trace = self.base_trace if baseline else self.trace
-        return metric_slices(trace, self.site, self.metric, [self.cls])[0]
+        return self._slices(trace, self.site, self.metric, [self.cls])[0]
+
+    def _slices(self, trace: Trace, site: str, metric: str, classes: list[int]) -> np.ndarray:
+        """:func:`metric_slices`, remembering recent ones: a class change asks for the same slice twice
+        (the view's request, then the trajectories' redraw when the trait syncs)."""
+        missing = [c for c in classes if self._recent_slices.get((id(trace), site, metric, c), (None,))[0] is not trace]
+        if missing:
+            for c, data in zip(missing, metric_slices(trace, site, metric, missing)):
+                self._recent_slices[(id(trace), site, metric, c)] = (trace, data)
+        out = np.stack([self._recent_slices[(id(trace), site, metric, c)][1] for c in classes])
+        for c in classes:
+            self._recent_slices.move_to_end((id(trace), site, metric, c))
+        while len(self._recent_slices) > RECENT_SLICES:
+            self._recent_slices.popitem(last=False)
+        return out
 
     @property
     def perturbed(self) -> bool:
