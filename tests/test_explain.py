@@ -19,7 +19,7 @@ def setup():
     return model, lens, image
 
 
-def full_attention_gradient(model, lens, image, cls):
+def full_attention_gradient(model, lens, image, cls, softmax_first=False):
     """Independent: the whole attention matrix as a leaf, every token's update, [CLS]'s row of the gradient."""
     trace = lens.trace(image)
     maps = []
@@ -32,7 +32,7 @@ def full_attention_gradient(model, lens, image, cls):
         update = block.ls1(block.attn.proj((weights @ v.detach()).transpose(1, 2).reshape(1, T, -1)))
         np.testing.assert_allclose(update[0, 0].detach().numpy(), trace.hidden_states("attn")[b][0], atol=1e-5)
         logits = model.head(model.norm(update[0, :1]))
-        F.cross_entropy(logits, torch.tensor([cls])).backward()
+        F.cross_entropy(logits.softmax(-1) if softmax_first else logits, torch.tensor([cls])).backward()
         maps.append(-weights.grad[0, :, 0, 1:].sum(0).reshape(lens.tokens.grid).numpy())
     return np.stack(maps)
 
@@ -45,6 +45,23 @@ def test_class_space_map_equals_an_independent_autograd_computation(setup):
     np.testing.assert_allclose(result.map, expected.sum(0), rtol=1e-4, atol=1e-6)
     assert result.map.shape == lens.tokens.grid and result.map.dtype == np.float32
     assert result.cls == 7 and result.method == "class_space"
+
+
+def test_class_space_gradients_per_head_with_the_authors_softmax_and_attention(setup):
+    from vitlens_widgets.explain.relevance import class_space_gradients
+
+    model, lens, image = setup
+    trace = lens.trace(image)
+    grad, attention = class_space_gradients(lens, trace, 7)
+    depth, heads = len(model.blocks), model.blocks[0].attn.num_heads
+    assert grad.shape == attention.shape == (depth, heads, lens.tokens.n_patches)
+    np.testing.assert_allclose(
+        -grad.sum(1).reshape(-1, *lens.tokens.grid), vl.explain.relevance(lens, image, cls=7).per_block
+    )
+    assert (attention >= 0).all() and (attention.sum(-1) <= 1 + 1e-6).all()  # [CLS]'s row without the prefix
+    softmax_grad, _ = class_space_gradients(lens, trace, 7, softmax_first=True)
+    expected = full_attention_gradient(model, lens, image, 7, softmax_first=True)
+    np.testing.assert_allclose(-softmax_grad.sum(1).reshape(expected.shape), expected, rtol=1e-4, atol=1e-7)
 
 
 def test_default_class_is_the_prediction_and_names_resolve(setup):
@@ -128,3 +145,31 @@ def test_evaluation_curves_and_mask_agreement_on_a_known_case():
     assert (curves[curves.fraction == 0.0].accuracy == unperturbed).all()  # nothing removed yet
     assert summary.method.tolist() == ["class_space", "random"] and (summary.images == 4).all()
     assert summary.iou.between(0, 1).all() and summary.pointing_game.between(0, 1).all()
+
+
+def test_diagnosis_variants_block_statistics_and_report():
+    from vitlens_widgets.explain.diagnose import VARIANTS, block_statistics, diagnosis_markdown, variant_maps
+    from vitlens_widgets.explain.evaluate import score_maps
+
+    lens = vl.Lens.demo()
+    data = vl.data.shapes(4, seed=2)
+    maps = variant_maps(lens, data.images[0], int(data.labels[0]))
+    assert list(maps) == list(VARIANTS)
+    assert all(m.shape == (lens.tokens.n_patches,) and np.isfinite(m).all() for m in maps.values())
+    reference = vl.explain.relevance(lens, data.images[0], cls=int(data.labels[0]))
+    np.testing.assert_allclose(maps["class_space"], reference.map.reshape(-1), rtol=1e-5, atol=1e-6)
+
+    def maps_for(i):
+        label = int(data.labels[i])
+        random = vl.explain.relevance(lens, data.images[i], cls=label, method="random", seed=i).map
+        return variant_maps(lens, data.images[i], label) | {"random": random}
+
+    curves, summary, per_image = score_maps(lens, data, maps_for, fractions=[0.0, 0.5], progress=False)
+    assert per_image["class_space"].shape == (4, 2, 2)
+    first = curves[(curves.method == "class_space") & (curves.direction == "negative")].accuracy.to_numpy()
+    np.testing.assert_allclose(first, per_image["class_space"][:, 0].mean(0))
+    blocks, summed = block_statistics(lens, data)
+    assert len(blocks) == lens.depth and blocks.object_in_bottom.between(0, 1).all()
+    assert 0 < summed["object_share"] < 1
+    text = diagnosis_markdown(summary, per_image, curves, blocks, summed)
+    assert "| softmax_first | yes |" in text and "Verdict" in text

@@ -7,8 +7,12 @@
   over blocks (the global map). Each block's loss depends on its [CLS] row only
   through that block's update, so no backward pass through the model is needed:
   per block, one tiny backward from the class logits to the [CLS] row.
-  (The paper's code applies a softmax before the cross-entropy, i.e. twice; we
-  use the plain cross-entropy of the projected logits.)
+  As in the authors' code (github.com/martinagvilas/vit-cls_emb,
+  ``src/gradients.py`` and ``src/perturbation/explain_perturbation.py``): the
+  gradient alone (not multiplied by the attention), no clamping, no per-block
+  normalisation, every block. Their code applies a softmax before the
+  cross-entropy, i.e. twice; we use the plain cross-entropy of the projected
+  logits (both are measured in docs/relevance.md).
 * ``rollout`` (Abnar & Zuidema, 2020): head-averaged attention with the
   residual added (``0.5 A + 0.5 I``, rows renormalised), multiplied through the
   blocks; the map is the [CLS] row.
@@ -23,6 +27,7 @@ that has a class token (ViT, DeiT, distilled DeiT, DeiT-3, registers, EVA).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,12 +39,19 @@ from ..engine.lens import Lens
 from ..engine.preprocess import ImageLike
 from ..engine.trace import Trace
 
+Readout = Callable[[torch.Tensor], torch.Tensor]
+
 METHODS = ("class_space", "rollout", "grad_rollout", "random")
 
 
 @dataclass(frozen=True)
 class Relevance:
-    """A relevance map over the patch grid (higher = more relevant)."""
+    """A relevance map over the patch grid (higher = more relevant).
+
+    Example:
+        >>> r = vl.explain.relevance(vl.Lens.demo(), image)
+        >>> r.class_name, r.map.argmax()   # the class explained, the most relevant patch (flat index)
+    """
 
     map: np.ndarray  # float32 [h, w]
     per_block: np.ndarray | None  # float32 [L, h, w] where the method has one
@@ -88,27 +100,53 @@ def _weights(lens: Lens, index: int, q: torch.Tensor, k: torch.Tensor) -> torch.
 
 
 def class_space_per_block(lens: Lens, trace: Trace, cls: int) -> np.ndarray:
-    """float32 ``[L, h, w]``: minus the cross-entropy gradient w.r.t. [CLS]'s attention to each patch, per block."""
+    """float32 ``[L, h, w]``: minus the cross-entropy gradient w.r.t. [CLS]'s attention to each patch, per block.
+
+    Example:
+        >>> lens = vl.Lens.demo()
+        >>> per_block = vl.explain.class_space_per_block(lens, lens.trace(image), cls=3)
+        >>> per_block.shape   # (6, 8, 8); per_block.sum(0) is the global map
+    """
+    gradients, _ = class_space_gradients(lens, trace, cls)
+    return -gradients.sum(1).reshape(-1, *lens.tokens.grid)
+
+
+def class_space_gradients(
+    lens: Lens, trace: Trace, cls: int, softmax_first: bool = False, readout: Readout | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per block and head, the cross-entropy gradient w.r.t. [CLS]'s attention to each patch, and those weights.
+
+    Both float32 ``[L, H, n_patches]``. ``softmax_first`` applies a softmax to the
+    class logits before the cross-entropy (as the authors' code does);
+    ``readout`` replaces the model's readout (final norm and head) of each
+    block's update (for diagnostics).
+    """
     layout, adapter = lens.tokens, lens.adapter
     cls_token = layout.prefix.index("cls")
     target = torch.tensor([cls], device=lens.device)
+    project = adapter.readout if readout is None else readout
     context = (
         adapter.embed(lens.prepare(trace.image).tensor[None].to(lens.device)).context
         if lens.adapter.family == "eva"
         else None
     )
-    maps = []
+    gradients, attention = [], []
     with torch.enable_grad():
         for index in range(adapter.depth):
             x = trace.hidden["resid"][index].clone().to(lens.device)[None]  # [1, T, D]
             q, k, v = adapter.attention_qkv(index, x, context)
             weights = _weights(lens, index, q[:, :, cls_token : cls_token + 1], k).detach().requires_grad_()
             mixed = (weights @ v.detach()).transpose(1, 2).reshape(1, 1, -1)  # [1, 1, H*d]
-            update = adapter.update_from_heads(index, mixed)
-            loss = F.cross_entropy(adapter.readout(update[:, 0]), target)
+            logits = project(adapter.update_from_heads(index, mixed)[:, 0])
+            loss = F.cross_entropy(logits.softmax(-1) if softmax_first else logits, target)
             (grad,) = torch.autograd.grad(loss, weights)
-            maps.append(-grad.sum(dim=1)[0, 0, layout.n_prefix :].reshape(layout.grid))
-    return torch.stack(maps).detach().float().cpu().numpy()
+            gradients.append(grad[0, :, 0, layout.n_prefix :])
+            attention.append(weights.detach()[0, :, 0, layout.n_prefix :])
+    return _stacked(gradients), _stacked(attention)
+
+
+def _stacked(tensors: list[torch.Tensor]) -> np.ndarray:
+    return torch.stack(tensors).float().cpu().numpy()
 
 
 def rollout_matrix(lens: Lens, image: torch.Tensor) -> np.ndarray:
