@@ -6,9 +6,11 @@ For the demo model and for vit_base_patch16_224 (random init), with and without
 the TCP_NODELAY server extension, it prints (milliseconds, measured with
 ``performance.now()`` in the page, from the input to the painted frame):
 
-* class change, p50/p95, for a class the view already holds (prefetched) and for
-  one that must come from the kernel, and the bare kernel round trip of those
-  requests (message sent -> reply received, without rendering);
+* class change, p50/p95, for a class the kernel pushed ahead of time (prefetched),
+  for one the view derives from the site's logits table (which it asks for once,
+  after the first paint), and for one that must come from the kernel (tables
+  disabled), with the bare kernel round trip of those requests (message sent ->
+  reply received, without rendering);
 * layer change (slider) render time, p50/p95;
 * first paint: from running the cell (kernel warm) to the painted grid.
 
@@ -66,9 +68,24 @@ LATENCIES = "() => document.querySelector('.vl-explorer').parentElement.__vlExpl
 
 STATE = """() => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  const [image, site, metric] = [ui.model.get('image_index'), ui.model.get('site'), ui.model.get('metric')];
   return {depth: ui.model.get('token_layout').depth, n: ui.model.get('class_names').length, cls: ui.model.get('cls'),
+          table: ui.store.tables.has(`${image}|${site}`),
           cached: Array.from({length: ui.model.get('class_names').length}, (_, c) =>
-            !!ui.store.get(ui.model.get('image_index'), ui.model.get('site'), ui.model.get('metric'), c))};
+            ui.store.cache.has(`${image}|${site}|${metric}|${c}`))};
+}"""
+
+# The view asks for the site's logits table after the first paint; wait until it holds it.
+TABLE_ARRIVED = """() => {
+  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  return ui.store.tables.has(`${ui.model.get('image_index')}|${ui.model.get('site')}`);
+}"""
+
+# Force every further class to come from the kernel: no logits table, nothing cached.
+NO_TABLES = """() => {
+  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  ui.store.tablesUnavailable = true;
+  ui.store.clear();
 }"""
 
 
@@ -106,20 +123,22 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         )
         first_paint = (time.perf_counter() - started) * 1000
         page.wait_for_timeout(1500)
+        page.wait_for_function(TABLE_ARRIVED, timeout=60_000)
+        page.wait_for_timeout(500)
         state = page.evaluate(STATE)
         cached = [c for c, hit in enumerate(state["cached"]) if hit and c != state["cls"]]
-        uncached = [c for c, hit in enumerate(state["cached"]) if not hit]
+        derived = [c for c, hit in enumerate(state["cached"]) if not hit]
         prefetched = [page.evaluate(MEASURE_CLASS, [cached[i % len(cached)]]) for i in range(repeats)]
+        from_table = [page.evaluate(MEASURE_CLASS, [c]) for c in derived[:repeats]]
+        page.evaluate(NO_TABLES)
         before = page.evaluate(LATENCIES)
-        from_kernel = [page.evaluate(MEASURE_CLASS, [c]) for c in uncached[:repeats]]
-        if not from_kernel:  # every class was pushed ahead of time: clear the cache to force kernel round trips
-            page.evaluate("() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.store.clear()")
-            from_kernel = [page.evaluate(MEASURE_CLASS, [(state["cls"] + 1 + i) % state["n"]]) for i in range(repeats)]
+        from_kernel = [page.evaluate(MEASURE_CLASS, [(state["cls"] + 1 + i) % state["n"]]) for i in range(repeats)]
         round_trips = page.evaluate(LATENCIES)[len(before) :]
         layers = [page.evaluate(MEASURE_LAYER, [i % (state["depth"] + 1)]) for i in range(repeats)]
         page.close()
     return {
         "class (prefetched)": percentiles(prefetched),
+        "class (logits table)": percentiles(from_table) if from_table else "n/a (every class prefetched)",
         "class (from kernel)": percentiles(from_kernel),
         "kernel round trip": percentiles(round_trips),
         "layer change": percentiles(layers),

@@ -453,6 +453,7 @@ export class ExplorerUI {
         : metric === "logit";
       this.renderLegend(shown.min, shown.max, shown.label, diverging);
       this.renderChart(slice, site, metric, cls);
+      this.store.requestTable(image, site); // after the first paint: then any class is local
     }
     this.grid.setSelection(
       this.model.get("selected") as number[],

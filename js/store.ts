@@ -53,8 +53,56 @@ export function sliceKey(image: number, site: string, metric: string, cls: numbe
   return `${image}|${site}|${metric}|${cls}`;
 }
 
+/** Every class logit of one site of one image, so any class's slice can be derived in the browser. */
+export interface LogitsTable {
+  logits: Float32Array; // [rows, tokens, classes]
+  logPartition: Float32Array; // [rows, tokens]: log-sum-exp over classes
+  rows: number;
+  tokens: number;
+  classes: number;
+}
+
+interface LogitsReply {
+  type: "logits";
+  id: number;
+  image_index: number;
+  site: string;
+  rows: number;
+  tokens: number;
+  classes: number;
+  version?: number;
+}
+
+const MAX_TABLES = 4; // logits tables kept (ViT-B/16: 10 MB each)
+
+/**
+ * One class's metric at every row and token, as the kernel computes it: identifiability is
+ * 1 - (classes with a strictly greater logit) / classes, NaN for removed tokens (NaN logits).
+ */
+export function sliceFromLogits(table: LogitsTable, metric: string, cls: number): Float32Array {
+  const { logits, logPartition, classes } = table;
+  const size = table.rows * table.tokens;
+  const out = new Float32Array(size);
+  for (let i = 0; i < size; i++) {
+    const base = i * classes;
+    const value = logits[base + cls];
+    if (metric === "logit") out[i] = value;
+    else if (metric === "probability") out[i] = Math.exp(value - logPartition[i]);
+    else if (Number.isNaN(value)) out[i] = NaN;
+    else {
+      let greater = 0;
+      for (let c = 0; c < classes; c++) if (logits[base + c] > value) greater++;
+      out[i] = Math.fround(1 - Math.fround(greater / classes)); // float32 steps, as numpy does
+    }
+  }
+  return out;
+}
+
 export class SliceStore {
   private cache = new Map<string, Float32Array>();
+  private tables = new Map<string, LogitsTable>(); // `${image}|${site}` -> every class logit
+  private tableRequests = new Map<number, string>(); // request id -> table key
+  private tablesUnavailable = false; // the kernel declined (too large) or cannot answer
   private version = 0;
   private inFlight: number | null = null; // the request the user is waiting for
   private prefetchInFlight: number | null = null; // a speculative one (e.g. the chips' classes)
@@ -70,14 +118,39 @@ export class SliceStore {
     private onError: (message: string) => void,
   ) {}
 
+  /** A cached slice, or one derived from the site's logits table when the browser holds it. */
   get(image: number, site: string, metric: string, cls: number): Float32Array | undefined {
-    return this.cache.get(sliceKey(image, site, metric, cls));
+    const key = sliceKey(image, site, metric, cls);
+    const cached = this.cache.get(key);
+    if (cached) return cached;
+    const table = this.tables.get(`${image}|${site}`);
+    if (!table || cls < 0 || cls >= table.classes) return undefined;
+    const slice = sliceFromLogits(table, metric, cls);
+    this.cache.set(key, slice);
+    return slice;
+  }
+
+  /** Whether a slice is cached or derivable without asking the kernel. */
+  has(image: number, site: string, metric: string, cls: number): boolean {
+    return (
+      this.cache.has(sliceKey(image, site, metric, cls)) || this.tables.has(`${image}|${site}`)
+    );
+  }
+
+  /** Ask once for every class logit of a site, so later class changes never wait on the kernel. */
+  requestTable(image: number, site: string): void {
+    const key = `${image}|${site}`;
+    if (this.tablesUnavailable || this.tables.has(key)) return;
+    if ([...this.tableRequests.values()].includes(key)) return;
+    const id = this.nextId++;
+    this.tableRequests.set(id, key);
+    this.model.send({ type: "logits", id, site, image_index: image });
   }
 
   /** Ask for classes not cached yet; coalesced so scrubbing never queues stale work. */
   request(image: number, request: SliceRequest): void {
     const missing = request.classes.filter(
-      (c) => !this.cache.has(sliceKey(image, request.site, request.metric, c)),
+      (c) => !this.has(image, request.site, request.metric, c),
     );
     if (missing.length === 0) return;
     const wanted = { ...request, classes: missing };
@@ -92,14 +165,16 @@ export class SliceStore {
   prefetch(image: number, request: SliceRequest): void {
     if (this.inFlight !== null || this.prefetchInFlight !== null) return;
     const missing = request.classes.filter(
-      (c) => !this.cache.has(sliceKey(image, request.site, request.metric, c)),
+      (c) => !this.has(image, request.site, request.metric, c),
     );
     if (missing.length === 0) return;
     this.prefetchInFlight = this.send({ ...request, classes: missing });
   }
 
+  /** Forget every slice and logits table (benchmarks use it to force kernel round trips). */
   clear(): void {
     this.cache.clear();
+    this.tables.clear();
   }
 
   /** The kernel re-traced (e.g. a perturbation changed): cached numbers are stale. */
@@ -107,11 +182,22 @@ export class SliceStore {
     if (version === this.version) return;
     this.version = version;
     this.cache.clear();
+    this.tables.clear();
+    this.tableRequests.clear();
     this.pending = null;
   }
 
   /** Handle a kernel reply; returns true when it was a slice or error reply for this store. */
   receive(content: any, buffers: (DataView | ArrayBuffer)[]): boolean {
+    if (content?.type === "logits") {
+      if (this.tableRequests.delete(content.id)) this.storeTable(content as LogitsReply, buffers);
+      this.onData();
+      return true;
+    }
+    if (content?.type === "error" && this.tableRequests.delete(content.id)) {
+      this.tablesUnavailable = true; // e.g. too large to send: classes keep coming one by one
+      return true;
+    }
     if (content?.type === "slices") {
       this.store(content as SliceReply, buffers[0]);
       this.settle(content.id);
@@ -138,6 +224,27 @@ export class SliceStore {
       const key = sliceKey(reply.image_index, reply.site, reply.metric, cls);
       this.cache.set(key, all.slice(i * size, (i + 1) * size));
     });
+  }
+
+  private storeTable(reply: LogitsReply, buffers: (DataView | ArrayBuffer)[]): void {
+    if (reply.version !== undefined && reply.version !== this.version) return;
+    const logits = new Float32Array(toArrayBuffer(buffers[0]));
+    const logPartition = new Float32Array(toArrayBuffer(buffers[1]));
+    const size = reply.rows * reply.tokens;
+    if (logits.length !== size * reply.classes || logPartition.length !== size) {
+      this.onError(`malformed logits reply for ${reply.site}`);
+      return;
+    }
+    const key = `${reply.image_index}|${reply.site}`;
+    this.tables.set(key, {
+      logits,
+      logPartition,
+      rows: reply.rows,
+      tokens: reply.tokens,
+      classes: reply.classes,
+    });
+    while (this.tables.size > MAX_TABLES)
+      this.tables.delete(this.tables.keys().next().value as string);
   }
 
   private send(request: SliceRequest): number {

@@ -231,3 +231,34 @@ def test_a_class_change_computes_its_slice_once(explorer, sent, monkeypatch):
     view.cls = new
     assert calls == [("mlp", "identifiability", [new])]
     np.testing.assert_array_equal(view.current_slice(), real(view.trace, "mlp", "identifiability", [new])[0])
+
+
+def test_logits_table_reply_carries_every_class_and_the_log_partition(explorer, sent):
+    view = explorer.view
+    view._handle_message(view, {"type": "logits", "id": 11, "site": "attn", "image_index": 0}, [])
+    header, buffers = sent[-1]
+    assert header == {
+        "type": "logits",
+        "id": 11,
+        "image_index": view.image_index,
+        "version": view.trace_version,
+        "site": "attn",
+        "rows": 3,
+        "tokens": 17,
+        "classes": 10,
+    }
+    logits = np.frombuffer(buffers[0], dtype=np.float32).reshape(3, 17, 10)
+    lse = np.frombuffer(buffers[1], dtype=np.float32).reshape(3, 17)
+    np.testing.assert_array_equal(logits, view.trace.logits("attn"))
+    np.testing.assert_allclose(np.exp(logits - lse[..., None]), view.trace.probs("attn"), rtol=1e-5, atol=1e-7)
+
+
+def test_logits_table_requests_are_validated_and_size_capped(explorer, sent, monkeypatch):
+    from vitlens_widgets.widgets import explorer as explorer_module
+
+    view = explorer.view
+    view._handle_message(view, {"type": "logits", "id": 12, "site": "nowhere"}, [])
+    assert sent[-1][0] == {"type": "error", "id": 12, "message": "unknown site 'nowhere'"}
+    monkeypatch.setattr(explorer_module, "LOGITS_TABLE_BYTES", 100)
+    view._handle_message(view, {"type": "logits", "id": 13, "site": "resid"}, [])
+    assert sent[-1][0]["type"] == "error" and "too much to send" in sent[-1][0]["message"]

@@ -3,7 +3,7 @@ import { test } from "node:test";
 
 import { matchClasses } from "../fuzzy";
 import { halfToFloat } from "../standalone-data";
-import { SliceStore, type ViewModel } from "../store";
+import { SliceStore, sliceFromLogits, type LogitsTable, type ViewModel } from "../store";
 
 function fakeModel() {
   const sent: any[] = [];
@@ -113,4 +113,64 @@ test("prefetches never delay a user request", () => {
   store.receive(...reply(sent[1]));
   store.receive(...reply(sent[0]));
   assert.ok(store.get(0, "resid", "logit", 8) && store.get(0, "resid", "logit", 1));
+});
+
+// Two rows x one token x four classes; row 0 has a tie at the top, row 1 a removed token (NaN).
+function table(): LogitsTable {
+  const logits = new Float32Array([3, 1, 3, 2, NaN, NaN, NaN, NaN]);
+  const lse = new Float32Array([Math.log(2 * Math.exp(3) + Math.exp(1) + Math.exp(2)), NaN]);
+  return { logits, logPartition: lse, rows: 2, tokens: 1, classes: 4 };
+}
+
+test("slices derived from logits follow the kernel's definitions, ties and removed tokens included", () => {
+  const t = table();
+  assert.deepEqual(Array.from(sliceFromLogits(t, "identifiability", 0)), [1, NaN]); // tied at the top
+  assert.deepEqual(Array.from(sliceFromLogits(t, "identifiability", 3)), [0.5, NaN]); // two greater
+  assert.deepEqual(Array.from(sliceFromLogits(t, "identifiability", 1)), [0.25, NaN]);
+  assert.deepEqual(Array.from(sliceFromLogits(t, "logit", 3)), [2, NaN]);
+  const p = sliceFromLogits(t, "probability", 0)[0];
+  assert.ok(Math.abs(p - Math.exp(3) / (2 * Math.exp(3) + Math.exp(1) + Math.exp(2))) < 1e-6);
+});
+
+test("a logits table is asked for once and then serves every class without the kernel", () => {
+  const { model, sent } = fakeModel();
+  let data = 0;
+  const store = new SliceStore(
+    model,
+    () => data++,
+    () => {},
+  );
+  store.requestTable(0, "mlp");
+  store.requestTable(0, "mlp");
+  assert.equal(sent.length, 1);
+  assert.deepEqual(sent[0], { type: "logits", id: sent[0].id, site: "mlp", image_index: 0 });
+  const t = table();
+  store.receive(
+    { type: "logits", id: sent[0].id, image_index: 0, site: "mlp", rows: 2, tokens: 1, classes: 4 },
+    [t.logits.buffer as ArrayBuffer, t.logPartition.buffer as ArrayBuffer],
+  );
+  assert.equal(data, 1);
+  assert.deepEqual(Array.from(store.get(0, "mlp", "identifiability", 3)!), [0.5, NaN]);
+  store.request(0, { site: "mlp", metric: "logit", classes: [2] });
+  assert.equal(sent.length, 1); // derivable: nothing asked
+  assert.equal(store.get(0, "resid", "logit", 2), undefined); // other sites still come from the kernel
+  store.setVersion(5); // a perturbation re-traced: the table is stale
+  assert.equal(store.get(0, "mlp", "logit", 2), undefined);
+});
+
+test("a declined table falls back to per-class requests, silently", () => {
+  const { model, sent } = fakeModel();
+  const errors: string[] = [];
+  const store = new SliceStore(
+    model,
+    () => {},
+    (m) => errors.push(m),
+  );
+  store.requestTable(0, "resid");
+  store.receive({ type: "error", id: sent[0].id, message: "too large" }, []);
+  store.requestTable(0, "attn");
+  assert.equal(sent.length, 1); // not asked again
+  assert.deepEqual(errors, []);
+  store.request(0, { site: "resid", metric: "logit", classes: [1] });
+  assert.equal(sent[1].type, "slices");
 });

@@ -121,6 +121,33 @@ def test_typing_a_class_name_changes_the_trajectories(lab_page):
     assert lines_after != lines_before
 
 
+DERIVED_VS_KERNEL = """() => {
+  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  const [image, site, metric] = [ui.model.get('image_index'), ui.model.get('site'), ui.model.get('metric')];
+  const classes = ui.model.get('class_names').map((_, c) => c);
+  const kernel = classes.map(c => ui.store.cache.get(`${image}|${site}|${metric}|${c}`));
+  ui.store.cache.clear();  // from here on, slices can only come from the logits table
+  const firstId = ui.store.nextId;
+  const derived = classes.map(c => ui.store.get(image, site, metric, c));
+  const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i] || (Number.isNaN(v) && Number.isNaN(b[i])));
+  return {compared: kernel.filter(k => k).length, asked: ui.store.nextId - firstId,
+          equal: kernel.every((k, c) => !k || same(k, derived[c]))};
+}"""
+
+TABLE_HELD = """() => {
+  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  return ui.store.tables.has(`${ui.model.get('image_index')}|${ui.model.get('site')}`);
+}"""
+
+
+def test_the_logits_table_reproduces_the_kernels_slices_in_the_browser(lab_page):
+    page, _ = lab_page
+    page.wait_for_function(TABLE_HELD)
+    result = page.evaluate(DERIVED_VS_KERNEL)
+    assert result["compared"] >= 5  # the demo's classes were all pushed by the kernel
+    assert result["equal"] and result["asked"] == 0
+
+
 def test_clicking_a_cell_selects_it_and_adds_a_line(lab_page):
     page, _ = lab_page
     lines = page.locator(".bqplot path.line")

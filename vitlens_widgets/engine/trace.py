@@ -40,7 +40,12 @@ def layer_numbers(site: str, depth: int) -> range:
 
 
 def layer_row(site: str, layer: int, depth: int) -> int:
-    """Array row of ``layer`` at ``site`` (see the module docstring), with a clear error when out of range."""
+    """Array row of ``layer`` at ``site`` (see the module docstring), with a clear error when out of range.
+
+    Example:
+        >>> layer_row("resid", 6, depth=6), layer_row("mlp", 6, depth=6)  # resid has L + 1 rows, mlp L
+        (6, 5)
+    """
     valid = layer_numbers(site, depth)
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
         raise TypeError(f"layer must be an int, got {type(layer).__name__}")
@@ -54,7 +59,16 @@ def layer_row(site: str, layer: int, depth: int) -> int:
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """The token sequence: prefix tokens, then a ``grid[0] x grid[1]`` patch grid, row-major."""
+    """The token sequence: prefix tokens, then a ``grid[0] x grid[1]`` patch grid, row-major.
+
+    Every lens has one (``lens.tokens``), shared by its traces (``trace.tokens``).
+
+    Example:
+        >>> lens.tokens.n_prefix, lens.tokens.grid, lens.tokens.n_tokens
+        (1, (8, 8), 65)
+        >>> lens.tokens.token_at(3, 4), lens.tokens.names[29]
+        (29, 'patch 3,4')
+    """
 
     prefix: tuple[str, ...]
     grid: tuple[int, int]
@@ -114,7 +128,14 @@ class TokenLayout:
 
 
 class Prediction(NamedTuple):
-    """The model's own top-1 class."""
+    """The model's own top-1 class.
+
+    Example:
+        >>> trace = lens.trace(vl.data.shapes(1).images[0])
+        >>> index, name, probability = trace.prediction
+        >>> name, round(probability, 2)
+        ('bar', 0.91)
+    """
 
     index: int
     name: str
@@ -122,7 +143,12 @@ class Prediction(NamedTuple):
 
 
 class TopK(NamedTuple):
-    """Top classes per token, best first; arrays share leading shape ``[..., T, k]``."""
+    """Top classes per token, best first; arrays share leading shape ``[..., T, k]``.
+
+    Example:
+        >>> top = trace.topk(3, layer=4)  # [T, k] at layer 4
+        >>> top.names[0], top.probs[0]  # [CLS]'s three best classes and their probabilities
+    """
 
     indices: np.ndarray  # int64
     logits: np.ndarray  # float32
@@ -178,22 +204,40 @@ class Trace:
         return hidden + cached + self.image.nbytes
 
     def layers(self, site: str) -> range:
-        """Valid layer numbers of ``site``: 0..L for ``"resid"``, 1..L for ``"attn"``/``"mlp"``."""
+        """Valid layer numbers of ``site``: 0..L for ``"resid"``, 1..L for ``"attn"``/``"mlp"``.
+
+        Example:
+            >>> trace.layers("attn")
+            range(1, 7)
+        """
         return layer_numbers(site, self.depth)
 
     def hidden_states(self, site: str = "resid") -> np.ndarray:
-        """Raw hidden states, float32 ``[rows, T, D]`` (rows as in :meth:`logits`)."""
+        """Raw hidden states, float32 ``[rows, T, D]`` (rows as in :meth:`logits`).
+
+        Example:
+            >>> trace.hidden_states("resid").shape  # [L+1, T, D]
+            (7, 65, 192)
+        """
         return self.hidden[check_site(site)].detach().cpu().numpy()
 
     def logits(self, site: str = "resid") -> np.ndarray:
-        """Class logits of every token at every layer: float32 ``[L+1, T, C]`` for ``"resid"``, else ``[L, T, C]``."""
+        """Class logits of every token at every layer: float32 ``[L+1, T, C]`` for ``"resid"``, else ``[L, T, C]``.
+
+        Example:
+            >>> trace.logits("mlp")[5, 0]  # what block 6's MLP adds to each class logit of [CLS]
+        """
         check_site(site)
         if site not in self._logits:
             self._logits[site] = project(self.readout, self.hidden[site])
         return self._logits[site]
 
     def probs(self, site: str = "resid") -> np.ndarray:
-        """Softmax of :meth:`logits` over classes (computed fresh, not cached, to keep traces small)."""
+        """Softmax of :meth:`logits` over classes (computed fresh, not cached, to keep traces small).
+
+        Example:
+            >>> trace.probs()[-1, 0].max()  # [CLS] at the last layer: the model's own confidence
+        """
         return _softmax(self.logits(site))
 
     def class_probs(self, classes: Sequence[ClassLike], site: str = "resid") -> np.ndarray:
@@ -205,30 +249,57 @@ class Trace:
         Example:
             >>> trace.class_probs([trace.prediction.index], "mlp")[0, -1, 0]  # last MLP update of [CLS]
         """
-        logits = self.logits(site)
-        if site not in self._log_partition:
-            peak = logits.max(axis=-1)
-            self._log_partition[site] = peak + np.log(np.exp(logits - peak[..., None]).sum(axis=-1))
         indices = [self.class_index(c) for c in classes]
-        picked = np.moveaxis(logits[..., indices], -1, 0)
-        return np.exp(picked - self._log_partition[site]).astype(np.float32)
+        picked = np.moveaxis(self.logits(site)[..., indices], -1, 0)
+        return np.exp(picked - self.log_partition(site)).astype(np.float32)
+
+    def log_partition(self, site: str = "resid") -> np.ndarray:
+        """float32 ``[rows, T]``: log-sum-exp of the class logits per token (cached), so ``p_c = exp(logit_c - lse)``.
+
+        Example:
+            >>> np.exp(trace.logits("resid")[..., 3] - trace.log_partition("resid"))  # probability of class 3
+        """
+        if site not in self._log_partition:
+            logits = self.logits(site)
+            peak = logits.max(axis=-1)
+            lse = peak + np.log(np.exp(logits - peak[..., None]).sum(axis=-1))
+            self._log_partition[site] = lse.astype(np.float32)
+        return self._log_partition[site]
 
     def class_index(self, cls: ClassLike) -> int:
+        """Resolve a class index or name (``ValueError`` with suggestions when unknown).
+
+        Example:
+            >>> trace.class_index("star")
+            3
+        """
         return self.class_names.index(cls)
 
     def rank(self, cls: ClassLike, site: str = "resid") -> np.ndarray:
         """int32 ``[rows, T]``: how many classes have a strictly greater logit than ``cls`` (0 = top-1).
 
         Tokens removed with ``drop_tokens`` have rank -1.
+
+        Example:
+            >>> trace.rank("star")[:, 0]  # the rank of 'star' at [CLS], layer 0..L
         """
         return mark_dropped(rank_of(self.logits(site), self.class_index(cls)), self.dropped)
 
     def identifiability(self, cls: ClassLike, site: str = "resid") -> np.ndarray:
-        """float32 ``[rows, T]``: ``1 - rank / C`` (1 = top-1, 0 = below every other class; NaN if dropped)."""
+        """float32 ``[rows, T]``: ``1 - rank / C`` (1 = top-1, 0 = below every other class; NaN if dropped).
+
+        Example:
+            >>> trace.identifiability("star", "mlp")[:, trace.tokens.image_tokens].mean(axis=1)  # per block
+        """
         return identifiability_from_rank(self.rank(cls, site), self.num_classes)
 
     def topk(self, k: int = 5, site: str = "resid", layer: int | None = None) -> TopK:
-        """The ``k`` highest classes per token, ``[T, k]`` at one layer or ``[rows, T, k]`` for all."""
+        """The ``k`` highest classes per token, ``[T, k]`` at one layer or ``[rows, T, k]`` for all.
+
+        Example:
+            >>> trace.topk(3, layer=4).names[0]  # [CLS]'s three best classes at layer 4
+            ['bar', 'star', 'cross']
+        """
         if not 1 <= k <= self.num_classes:
             raise ValueError(f"k must be between 1 and {self.num_classes}, got {k}")
         logits = self.logits(site)
@@ -301,6 +372,10 @@ class TraceBatch(Sequence):
 
     Indexing gives a :class:`Trace`; the batched accessors return arrays with a
     leading batch axis.
+
+    Example:
+        >>> batch = lens.trace_batch(vl.data.shapes(8, seed=2).images)
+        >>> len(batch), batch[0].prediction, batch.predictions
     """
 
     def __init__(self, traces: list[Trace], hidden: dict[str, torch.Tensor] | None = None):
@@ -341,7 +416,12 @@ class TraceBatch(Sequence):
         return np.stack([t.image for t in self._traces])
 
     def logits(self, site: str = "resid") -> np.ndarray:
-        """float32 ``[B, rows, T, C]``, projected in one batched readout and shared with each trace's cache."""
+        """float32 ``[B, rows, T, C]``, projected in one batched readout and shared with each trace's cache.
+
+        Example:
+            >>> batch.logits("resid").shape  # [B, L+1, T, C]
+            (8, 7, 65, 10)
+        """
         check_site(site)
         if site not in self._logits:
             if self._hidden is not None and not any(site in t._logits for t in self._traces):
@@ -357,6 +437,9 @@ class TraceBatch(Sequence):
         """float32 ``[B, L, T, C]``: the residual stream *inside* each block, after attention and before the MLP.
 
         Row ``b - 1`` projects ``resid[b-1] + attn[b]``, the stream the MLP of block ``b`` reads.
+
+        Example:
+            >>> batch.mid_logits()[:, 5, 0].argmax(-1)  # [CLS]'s top class inside block 6, before its MLP
         """
         if self._hidden is not None:
             mid = self._hidden["resid"][:-1] + self._hidden["attn"]  # [L, B, T, D]
@@ -365,13 +448,22 @@ class TraceBatch(Sequence):
         return project(self._traces[0].readout, mid)
 
     def rank(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
-        """int32 ``[B, rows, T]``; ``cls`` is one class for all images, or one per image (e.g. true labels)."""
+        """int32 ``[B, rows, T]``; ``cls`` is one class for all images, or one per image (e.g. true labels).
+
+        Example:
+            >>> data = vl.data.shapes(8, seed=2)
+            >>> lens.trace_batch(data.images).rank(data.labels)[:, -1, 0]  # true class's rank at the last [CLS]
+        """
         logits = self.logits(site)
         rank = rank_of(logits, self._class_per_image(cls))
         return mark_dropped(rank, self._traces[0].dropped)
 
     def identifiability(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
-        """float32 ``[B, rows, T]``: ``1 - rank / C``."""
+        """float32 ``[B, rows, T]``: ``1 - rank / C``.
+
+        Example:
+            >>> batch.identifiability(data.labels)[:, -1, 0].mean()  # [CLS] at the last layer, mean over images
+        """
         return identifiability_from_rank(self.rank(cls, site), len(self.class_names))
 
     def _class_per_image(self, cls: Any) -> np.ndarray:

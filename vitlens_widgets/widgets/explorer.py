@@ -19,6 +19,7 @@ from .payload import METRICS, layout_dict, metric_slices, png_bytes, prefetch_cl
 STATIC = Path(__file__).resolve().parent.parent / "static"
 BUNDLE = STATIC / "explorer.js"
 STYLES = STATIC / "explorer.css"
+LOGITS_TABLE_BYTES = 32 * 2**20  # largest logits table sent to the view in one message (ViT-B/16: 10 MB)
 RECENT_SLICES = 256  # metric slices remembered per view ([rows, T] float32 each: 10 KB for ViT-B/16)
 
 
@@ -241,6 +242,8 @@ class ExplorerView(anywidget.AnyWidget):
             self._reply(content)
         elif kind == "memories":
             self._reply_memories(content)
+        elif kind == "logits":
+            self._reply_logits(content)
         else:
             self.send(
                 {
@@ -269,6 +272,31 @@ class ExplorerView(anywidget.AnyWidget):
             "tokens": int(data.shape[2]),
         }
         self.send(header, buffers=[data.tobytes()])
+
+    def _reply_logits(self, request: dict) -> None:
+        """Every class logit of one site (and the log-partition per token), so the view derives any class's
+        slice itself; declined with an error above :data:`LOGITS_TABLE_BYTES` (the view then keeps asking per class)."""
+        site = request.get("site")
+        if site not in SITES:
+            self.send({"type": "error", "id": request.get("id"), "message": f"unknown site {site!r}"})
+            return
+        logits = np.ascontiguousarray(self.trace.logits(site), dtype=np.float32)
+        if logits.nbytes > LOGITS_TABLE_BYTES:
+            message = f"{logits.nbytes / 2**20:.0f} MiB of logits is too much to send at once"
+            self.send({"type": "error", "id": request.get("id"), "message": message})
+            return
+        rows, tokens, classes = logits.shape
+        header = {
+            "type": "logits",
+            "id": request.get("id"),
+            "image_index": self.image_index,
+            "version": self.trace_version,
+            "site": site,
+            "rows": rows,
+            "tokens": tokens,
+            "classes": classes,
+        }
+        self.send(header, buffers=[memoryview(logits), memoryview(self.trace.log_partition(site))])
 
     def _check_request(self, request: dict) -> tuple[str, str, list[int]]:
         site, metric, classes = request.get("site"), request.get("metric"), request.get("classes")
