@@ -26,7 +26,12 @@ from .engine.trace import Trace, identifiability_from_rank, rank_of
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of a check: ``bool(verdict)`` is whether the answer is right; its repr is the message."""
+    """The outcome of a check: ``bool(verdict)`` is whether the answer is right; its repr is the message.
+
+    Example:
+        >>> verdict = check_sublayer("mlp", trace, cls=trace.prediction.index, block=6)
+        >>> verdict.ok, verdict.message  # the same as bool(verdict), repr(verdict)
+    """
 
     ok: bool
     message: str
@@ -50,7 +55,11 @@ def _missing(answer: Any) -> bool:
 
 
 def first_top1_layer(trace: Trace, cls: int, token: int = 0) -> int | None:
-    """The first residual-stream layer at which ``token`` ranks ``cls`` first (``None`` if never)."""
+    """The first residual-stream layer at which ``token`` ranks ``cls`` first (``None`` if never).
+
+    Example:
+        >>> first_top1_layer(trace, trace.prediction.index)  # for [CLS], token 0
+    """
     ranks = trace.rank(cls, "resid")[:, token]
     hits = np.flatnonzero(ranks == 0)
     return int(hits[0]) if len(hits) else None
@@ -107,7 +116,13 @@ def check_identifiability_function(fn: Callable[[np.ndarray, int], np.ndarray], 
 
 
 def object_context_means(lens: Lens, trace: Trace, mask: np.ndarray, cls: int, layer: int) -> tuple[float, float]:
-    """Mean identifiability of ``cls`` over object tokens and over context tokens at a residual layer."""
+    """Mean identifiability of ``cls`` over object tokens and over context tokens at a residual layer.
+
+    Example:
+        >>> data = vl.data.shapes(1, seed=2)
+        >>> trace = lens.trace(data.images[0])
+        >>> object_context_means(lens, trace, data.masks[0], cls=int(data.labels[0]), layer=6)
+    """
     from .analysis import token_groups
 
     groups = token_groups(lens, mask)
@@ -116,7 +131,11 @@ def object_context_means(lens: Lens, trace: Trace, mask: np.ndarray, cls: int, l
 
 
 def check_object_context(answer: Any, lens: Lens, trace: Trace, mask: np.ndarray, cls: int, layer: int) -> Verdict:
-    """Exercise 3: ``(object_mean, context_mean)`` identifiability of ``cls`` at ``layer`` (residual stream)."""
+    """Exercise 3: ``(object_mean, context_mean)`` identifiability of ``cls`` at ``layer`` (residual stream).
+
+    Example:
+        >>> check_object_context((0.9, 0.6), lens, trace, data.masks[0], cls=int(data.labels[0]), layer=6)
+    """
     if _missing(answer):
         return NOT_ANSWERED
     expected = object_context_means(lens, trace, mask, cls, layer)
@@ -132,7 +151,11 @@ def check_object_context(answer: Any, lens: Lens, trace: Trace, mask: np.ndarray
 
 
 def check_sublayer(answer: Any, trace: Trace, cls: int, block: int, token: int = 0) -> Verdict:
-    """Exercise 4: which sublayer of ``block`` raises ``cls``'s logit of ``token`` more, ``"attn"`` or ``"mlp"``?"""
+    """Exercise 4: which sublayer of ``block`` raises ``cls``'s logit of ``token`` more, ``"attn"`` or ``"mlp"``?
+
+    Example:
+        >>> check_sublayer("mlp", trace, cls=trace.prediction.index, block=6)
+    """
     if _missing(answer):
         return NOT_ANSWERED
     attn = float(trace.logits("attn")[block - 1, token, cls])
@@ -147,7 +170,11 @@ def check_sublayer(answer: Any, trace: Trace, cls: int, block: int, token: int =
 
 
 def self_only_change(lens: Lens, images: Any, blocks: list[int]) -> float:
-    """Change of mean image-token identifiability of the prediction at the last layer under self-only attention."""
+    """Change of mean image-token identifiability of the prediction at the last layer under self-only attention.
+
+    Example:
+        >>> self_only_change(lens, vl.data.shapes(8, seed=2).images, blocks=[4, 5, 6])
+    """
     changes = []
     for image in images:
         base = lens.trace(image)
@@ -161,7 +188,11 @@ def self_only_change(lens: Lens, images: Any, blocks: list[int]) -> float:
 
 
 def check_self_only(answer: Any, lens: Lens, images: Any, blocks: list[int]) -> Verdict:
-    """Exercise 5: does self-only attention in ``blocks`` make image tokens more (``"up"``) or less (``"down"``) identifiable?"""
+    """Exercise 5: does self-only attention in ``blocks`` make image tokens more (``"up"``) or less (``"down"``) identifiable?
+
+    Example:
+        >>> check_self_only("down", lens, vl.data.shapes(8, seed=2).images, blocks=[4, 5, 6])
+    """
     if _missing(answer):
         return NOT_ANSWERED
     change = self_only_change(lens, images, blocks)
@@ -173,7 +204,12 @@ def check_self_only(answer: Any, lens: Lens, images: Any, blocks: list[int]) -> 
 
 
 def check_pointing(answer: Any, relevance_map: np.ndarray, lens: Lens, mask: np.ndarray) -> Verdict:
-    """Exercise 6: is the most relevant patch of ``relevance_map`` on the object (``True``/``False``)?"""
+    """Exercise 6: is the most relevant patch of ``relevance_map`` on the object (``True``/``False``)?
+
+    Example:
+        >>> relevance_map = vl.explain.relevance(lens, data.images[0]).map  # [h, w]
+        >>> check_pointing(True, relevance_map, lens, data.masks[0])
+    """
     if _missing(answer):
         return NOT_ANSWERED
     from .analysis import token_groups

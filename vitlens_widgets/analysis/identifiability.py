@@ -16,7 +16,11 @@ from ..engine.trace import TraceBatch, check_site, identifiability_from_rank, la
 
 
 def iter_labelled(data: Any) -> Iterable[tuple[Any, int, np.ndarray | None]]:
-    """``(image, label, mask or None)`` items from a ``ShapesBatch``, a Dataset or an iterable of tuples."""
+    """``(image, label, mask or None)`` items from a ``ShapesBatch``, a Dataset or an iterable of tuples.
+
+    Example:
+        >>> image, label, mask = next(iter_labelled(vl.data.shapes(4, seed=2)))
+    """
     if hasattr(data, "images") and hasattr(data, "labels"):
         masks = getattr(data, "masks", None)
         for i in range(len(data.labels)):
@@ -40,6 +44,11 @@ def token_groups(lens: Lens, mask: np.ndarray | None, threshold: float = 0.5) ->
 
     The mask must cover the model's input crop (``H x W`` of ``trace.image``); a
     patch is an object token when at least ``threshold`` of its pixels are object.
+
+    Example:
+        >>> data = vl.data.shapes(1, seed=2)
+        >>> groups = token_groups(lens, data.masks[0])  # cls, image, object, context: bool [T] each
+        >>> lens.trace(data.images[0]).identifiability(int(data.labels[0]))[-1, groups["object"]].mean()
     """
     layout = lens.tokens
     groups: dict[str, np.ndarray] = {}
@@ -89,7 +98,12 @@ def masked_token_mean(values: np.ndarray, select: np.ndarray) -> np.ndarray:
 def labelled_batches(
     lens: Lens, data: Any, batch_size: int = 64, progress: bool = True, desc: str = "tracing", **perturbation: Any
 ) -> Iterator[tuple[TraceBatch, np.ndarray, list[np.ndarray | None]]]:
-    """Stream ``(traces, labels, masks)`` batches over labelled data with a progress bar and bounded memory."""
+    """Stream ``(traces, labels, masks)`` batches over labelled data with a progress bar and bounded memory.
+
+    Example:
+        >>> for traces, labels, masks in labelled_batches(lens, vl.data.shapes(256, seed=2), batch_size=64):
+        ...     print((traces.predictions == labels).mean())
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     total = labelled_count(data)
@@ -123,7 +137,12 @@ class PerImage:
 def per_image_identifiability(
     lens: Lens, data: Any, site: str = "resid", batch_size: int = 64, progress: bool = True, **perturbation: Any
 ) -> PerImage:
-    """Identifiability of the true class, averaged over each token group of each image, at every layer."""
+    """Identifiability of the true class, averaged over each token group of each image, at every layer.
+
+    Example:
+        >>> per_image = per_image_identifiability(lens, vl.data.shapes(100, seed=2))
+        >>> per_image.identifiability["object"].shape, per_image.layers  # [images, rows], layer numbers
+    """
     check_site(site)
     result = PerImage(list(layer_numbers(site, lens.depth)))
     chunks: dict[str, list[list[np.ndarray]]] = {}
@@ -203,6 +222,9 @@ def object_context_test(
     at least as extreme as the observed one (with the usual +1 correction).
 
     Returns columns ``layer, object, context, difference, p_value, images, permutations``.
+
+    Example:
+        >>> object_context_test(lens, vl.data.shapes(300, seed=2), n_permutations=1000)
     """
     if n_permutations < 1:
         raise ValueError("n_permutations must be >= 1")

@@ -62,6 +62,10 @@ def memory_projections(model: nn.Module, block: int, kind: str = "mlp", normaliz
     """float32 ``[C, memories]``: every value vector of a block read as class scores (``E @ v``).
 
     ``normalize=True`` L2-normalises class embeddings and values first (cosine similarities).
+
+    Example:
+        >>> scores = memory_projections(lens.model, block=6)  # [C, memories]
+        >>> lens.class_names[scores[:, 0].argmax()]  # the class memory 0 writes most
     """
     values = value_vectors(model, block, kind).float()
     embed = class_embeddings(model).float()
@@ -72,7 +76,11 @@ def memory_projections(model: nn.Module, block: int, kind: str = "mlp", normaliz
 
 
 def top_classes_per_memory(lens: Lens, block: int, kind: str = "mlp", k: int = 5) -> pd.DataFrame:
-    """The ``k`` classes each memory writes most strongly: columns ``memory, rank, class, name, score``."""
+    """The ``k`` classes each memory writes most strongly: columns ``memory, rank, class, name, score``.
+
+    Example:
+        >>> top_classes_per_memory(lens, block=6, k=3).query("memory == 0")
+    """
     scores = memory_projections(lens.model, block, kind)  # [C, M]
     order = np.argsort(-scores, axis=0)[:k]  # [k, M]
     memories = np.broadcast_to(np.arange(scores.shape[1]), order.shape)
@@ -88,7 +96,11 @@ def top_classes_per_memory(lens: Lens, block: int, kind: str = "mlp", k: int = 5
 
 
 def top_memories_per_class(lens: Lens, block: int, kind: str = "mlp", k: int = 5) -> pd.DataFrame:
-    """The ``k`` memories that write each class most strongly: columns ``class, name, rank, memory, score``."""
+    """The ``k`` memories that write each class most strongly: columns ``class, name, rank, memory, score``.
+
+    Example:
+        >>> top_memories_per_class(lens, block=6).query("name == 'star'")
+    """
     scores = memory_projections(lens.model, block, kind)
     order = np.argsort(-scores, axis=1)[:, :k]  # [C, k]
     classes = np.repeat(np.arange(scores.shape[0]), k)
@@ -127,6 +139,9 @@ def class_value_agreement(
     one-sided Wilcoxon signed-rank test, paired by class (trained > random).
 
     Returns columns ``block, kind, trained, random, statistic, p_value, classes``.
+
+    Example:
+        >>> class_value_agreement(lens, kind="attn")[["block", "trained", "random", "p_value"]]
     """
     from scipy.stats import wilcoxon
 
@@ -195,6 +210,10 @@ def key_value_agreement(
     by a random other class (seeded), drawn once per image.
 
     Returns columns ``block, kind, tokens, agreement, random_class, images``.
+
+    Example:
+        >>> df = key_value_agreement(lens, vl.data.shapes(200, seed=2), kind="mlp")
+        >>> df.pivot(index="block", columns="tokens", values="agreement")
     """
     _check_kind(kind)
     projections = [memory_projections(lens.model, b, kind) for b in range(1, lens.depth + 1)]

@@ -20,7 +20,13 @@ from .identifiability import iter_labelled
 
 
 def ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> np.ndarray:
-    """Weights ``[D + 1, C]`` (last row: bias, not penalised) of ridge regression in closed form."""
+    """Weights ``[D + 1, C]`` (last row: bias, not penalised) of ridge regression in closed form.
+
+    Example:
+        >>> features, targets = np.random.default_rng(0).normal(size=(50, 8)), np.eye(3)[np.arange(50) % 3]
+        >>> weights = ridge_fit(features, targets, alpha=1.0)  # [9, 3]
+        >>> scores = features @ weights[:-1] + weights[-1]
+    """
     X = np.hstack([features, np.ones((len(features), 1), features.dtype)]).astype(np.float64)
     penalty = alpha * np.eye(X.shape[1])
     penalty[-1, -1] = 0.0
@@ -105,7 +111,14 @@ def _row(layer: int, kind: str, method: str, size: int, ranks: np.ndarray, n_cla
 
 
 def images_to_match(df: pd.DataFrame, tokens: str = "cls") -> pd.DataFrame:
-    """Per layer: the fewest training images with which a probe reaches the projection's accuracy (NaN: never)."""
+    """Per layer: the fewest training images with which a probe reaches the projection's accuracy (NaN: never).
+
+    ``df`` comes from :func:`probe_vs_projection`; returns columns ``layer, projection_accuracy, images_needed``.
+
+    Example:
+        >>> train, test = vl.data.shapes(200, seed=5), vl.data.shapes(300, seed=2)
+        >>> images_to_match(probe_vs_projection(lens, train, test, train_sizes=[20, 200]), tokens="cls")
+    """
     out = []
     for layer, part in df[df.tokens == tokens].groupby("layer"):
         target = part[part.method == "projection"].accuracy.item()

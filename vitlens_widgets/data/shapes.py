@@ -63,7 +63,14 @@ HABITAT_PROBABILITY = 0.45  # vs 0.2 for any one family without a habitat
 
 @dataclass(frozen=True)
 class ShapesBatch:
-    """A batch of generated images with their labels and exact object masks."""
+    """A batch of generated images with their labels and exact object masks.
+
+    Example:
+        >>> batch = shapes(4, seed=2)
+        >>> batch.images.shape, batch.masks.shape, batch.token_masks(patch_size=8).shape
+        ((4, 64, 64, 3), (4, 64, 64), (4, 8, 8))
+        >>> [batch.class_names[i] for i in batch.labels], [BACKGROUND_NAMES[i] for i in batch.backgrounds]
+    """
 
     images: np.ndarray  # uint8 [n, H, W, 3]
     labels: np.ndarray  # int64 [n]
@@ -84,7 +91,12 @@ class ShapesBatch:
 
 
 def patch_fraction(masks: np.ndarray, patch_size: int) -> np.ndarray:
-    """Fraction of each patch covered by the mask, float32 ``[n, h, w]``."""
+    """Fraction of each patch covered by the mask, float32 ``[n, h, w]``.
+
+    Example:
+        >>> patch_fraction(shapes(4, seed=2).masks, patch_size=8).shape
+        (4, 8, 8)
+    """
     n, height, width = masks.shape
     if height % patch_size or width % patch_size:
         raise ValueError(f"mask size {height}x{width} is not a multiple of the patch size {patch_size}")

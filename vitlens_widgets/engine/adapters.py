@@ -35,7 +35,14 @@ class Embedded:
 
 
 class ModelAdapter:
-    """Base adapter for timm ViTs whose blocks are ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``."""
+    """Base adapter for timm ViTs whose blocks are ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``.
+
+    Every lens holds the adapter of its model (``lens.adapter``); see :func:`adapter_for`.
+
+    Example:
+        >>> lens.adapter.family, lens.adapter.depth, lens.adapter.prefix_names
+        ('vit', 6, ('cls',))
+    """
 
     family = "vit"
 
@@ -310,7 +317,12 @@ def _num_registers(model: nn.Module) -> int:
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
-    """Pick the adapter for ``model``, or raise ``ValueError`` saying why it is not supported."""
+    """Pick the adapter for ``model``, or raise ``ValueError`` saying why it is not supported.
+
+    Example:
+        >>> adapter_for(timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False)).family
+        'deit_distilled'
+    """
     from timm.models.deit import VisionTransformerDistilled
     from timm.models.eva import Eva
     from timm.models.vision_transformer import VisionTransformer

@@ -35,6 +35,11 @@ class ClassNames(Sequence):
 
     ImageNet descriptions such as ``"tench, Tinca tinca"`` resolve from any
     comma-separated synonym, case-insensitively.
+
+    Example:
+        >>> names = ClassNames(["tench, Tinca tinca", "goldfish, Carassius auratus"])
+        >>> names.index("Goldfish"), names.short(0)
+        (1, 'tench')
     """
 
     def __init__(self, names: Sequence[str]):

@@ -118,7 +118,12 @@ class Lens:
         return len(self.class_names)
 
     def class_index(self, cls: ClassLike) -> int:
-        """Resolve a class index or name (``ValueError`` with suggestions when unknown)."""
+        """Resolve a class index or name (``ValueError`` with suggestions when unknown).
+
+        Example:
+            >>> lens.class_index("star")
+            3
+        """
         return self.class_names.index(cls)
 
     def __repr__(self) -> str:
@@ -130,7 +135,12 @@ class Lens:
 
     # --- tracing -----------------------------------------------------------------
     def prepare(self, image: ImageLike) -> Prepared:
-        """Preprocess one image exactly as the model expects (see :class:`Preprocessor`)."""
+        """Preprocess one image exactly as the model expects (see :class:`Preprocessor`).
+
+        Example:
+            >>> prepared = lens.prepare(vl.data.shapes(1).images[0])
+            >>> prepared.tensor.shape, prepared.crop.shape  # normalised [3, H, W], and the RGB pixels it shows
+        """
         return self.preprocessor(image)
 
     def perturbation(
@@ -140,7 +150,12 @@ class Lens:
         renormalize: bool = False,
         drop_tokens: Iterable[int] | None = None,
     ) -> Perturbation:
-        """Validate perturbation options (see :mod:`vitlens_widgets.engine.perturb`)."""
+        """Validate perturbation options (see :mod:`vitlens_widgets.engine.perturb`).
+
+        Example:
+            >>> lens.perturbation(attention="no_cls", blocks=[5, 6], renormalize=True)
+            Perturbation(attention='no_cls', blocks=(5, 6), renormalize=True, drop_tokens=())
+        """
         return make_perturbation(self.tokens, self.depth, attention, blocks, renormalize, drop_tokens)
 
     def trace(
@@ -184,6 +199,10 @@ class Lens:
         """Trace several images in one forward pass (see :meth:`iter_batches` for large sets).
 
         Keyword arguments are the perturbations of :meth:`trace`.
+
+        Example:
+            >>> batch = lens.trace_batch(vl.data.shapes(8, seed=2).images)
+            >>> batch.predictions  # the model's own top-1 class per image
         """
         options = self.perturbation(**perturbation)
         prepared = [self.prepare(_image_of(item)) for item in images]
@@ -203,6 +222,10 @@ class Lens:
 
         Items may be images or ``(image, label, ...)`` tuples (the first element is used).
         Keyword arguments are the perturbations of :meth:`trace`.
+
+        Example:
+            >>> data = vl.data.ShapesDataset(1000, seed=2)
+            >>> predictions = np.concatenate([b.predictions for b in lens.iter_batches(data, batch_size=64)])
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -223,7 +246,11 @@ class Lens:
     def iter_traces(
         self, images: Iterable[Any], batch_size: int = 32, progress: bool = True, **perturbation: Any
     ) -> Iterator[Trace]:
-        """Stream one :class:`Trace` per image, computed ``batch_size`` at a time."""
+        """Stream one :class:`Trace` per image, computed ``batch_size`` at a time.
+
+        Example:
+            >>> ranks = [t.rank("star")[-1, 0] for t in lens.iter_traces(vl.data.shapes(100, seed=2).images)]
+        """
         for batch in self.iter_batches(images, batch_size=batch_size, progress=progress, **perturbation):
             yield from batch
 
@@ -233,6 +260,10 @@ class Lens:
         ``kind="mlp"``: ``fc1`` outputs (before the activation); ``kind="attn"``:
         the input of the attention's output projection. Perturbations of the
         trace are honoured. See :mod:`vitlens_widgets.analysis.memories`.
+
+        Example:
+            >>> keys = lens.memory_keys(trace, block=6)  # [T, memories]
+            >>> keys[0].argsort()[-5:]  # the five memories [CLS] activates most
         """
         if kind not in ("mlp", "attn"):
             raise ValueError(f"kind must be 'mlp' or 'attn', got {kind!r}")
@@ -251,7 +282,11 @@ class Lens:
         return out
 
     def clear_cache(self) -> None:
-        """Forget recent traces (pinned ones, from :meth:`load_traces`, stay)."""
+        """Forget recent traces (pinned ones, from :meth:`load_traces`, stay).
+
+        Example:
+            >>> lens.clear_cache()
+        """
         self._cache.clear()
 
     # --- saved traces ----------------------------------------------------------------
@@ -284,7 +319,12 @@ class Lens:
         return load_traces(self, path)
 
     def pin(self, image: ImageLike, trace: Trace) -> None:
-        """Keep ``trace`` as the unperturbed trace of ``image`` for this lens's lifetime."""
+        """Keep ``trace`` as the unperturbed trace of ``image`` for this lens's lifetime.
+
+        Example:
+            >>> image = vl.data.shapes(1).images[0]
+            >>> lens.pin(image, lens.trace(image))  # survives clear_cache() and cache eviction
+        """
         self._pinned[_fingerprint(self.prepare(image).tensor)] = trace
 
     # --- the forward pass ----------------------------------------------------------

@@ -18,7 +18,14 @@ HUB_PROBE_TIMEOUT_S = 3.0
 
 
 class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be fetched (offline, or the hub is unreachable)."""
+    """Pretrained weights could not be fetched (offline, or the hub is unreachable).
+
+    Example:
+        >>> try:
+        ...     lens = vl.Lens.from_timm("vit_base_patch16_224")
+        ... except vl.WeightsUnavailableError:
+        ...     lens = vl.Lens.demo()  # offline: fall back to the bundled model
+    """
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -27,6 +34,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``.safetensors`` files are read with safetensors; anything else with
     ``torch.load(weights_only=True)``. Wrapped state dicts (``{"state_dict": ...}``
     or ``{"model": ...}``) and DataParallel ``module.`` prefixes are unwrapped.
+
+    Example:
+        >>> model = timm.create_model("vit_base_patch16_224", pretrained=False)
+        >>> model.load_state_dict(load_state_dict("weights.safetensors"))
     """
     path = Path(path)
     if not path.is_file():

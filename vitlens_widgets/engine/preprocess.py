@@ -29,6 +29,10 @@ class Preprocessor:
 
     Resize and crop happen on the PIL image (so ``crop`` is the exact RGB input
     the patches cover); conversion to a tensor and normalisation follow.
+
+    Example:
+        >>> prepared = Preprocessor(lens.model)("photo.jpg")  # also: lens.preprocessor, lens.prepare(...)
+        >>> prepared.tensor.shape, prepared.crop.shape  # normalised [3, H, W], and the RGB pixels [H, W, 3]
     """
 
     def __init__(self, model: nn.Module, input_size: tuple[int, int] | None = None):

@@ -45,6 +45,9 @@ def identifiability_figure(df: pd.DataFrame, value: str = "identifiability") -> 
     """Identifiability (or ``value="top1_rate"``) across layers, one line per token group.
 
     ``df`` comes from :func:`vitlens_widgets.analysis.identifiability_by_block`.
+
+    Example:
+        >>> identifiability_figure(vl.analysis.identifiability_by_block(lens, vl.data.shapes(200, seed=2)))
     """
     layers = sorted(df.layer.unique())
     series = []
@@ -56,7 +59,11 @@ def identifiability_figure(df: pd.DataFrame, value: str = "identifiability") -> 
 
 
 def sublayer_figure(df: pd.DataFrame, tokens: str = "image") -> bq.Figure:
-    """The sublayer measures across blocks for one token group (from :func:`sublayer_contributions`)."""
+    """The sublayer measures across blocks for one token group (from :func:`sublayer_contributions`).
+
+    Example:
+        >>> sublayer_figure(vl.analysis.sublayer_contributions(lens, vl.data.shapes(200, seed=2)), tokens="cls")
+    """
     from ..analysis.sublayers import MEASURES
 
     rows = df[df.tokens == tokens].sort_values("block")
@@ -69,7 +76,13 @@ def sublayer_figure(df: pd.DataFrame, tokens: str = "image") -> bq.Figure:
 
 
 def perturbation_figure(df: pd.DataFrame, tokens: str = "image") -> bq.Figure:
-    """Change in identifiability against the unperturbed model, one line per perturbation."""
+    """Change in identifiability against the unperturbed model, one line per perturbation.
+
+    ``df`` comes from :func:`vitlens_widgets.analysis.perturbation_effects`.
+
+    Example:
+        >>> perturbation_figure(vl.analysis.perturbation_effects(lens, vl.data.shapes(200, seed=2)), tokens="image")
+    """
     rows = df[df.tokens == tokens]
     layers = sorted(rows.layer.unique())
     series = []
@@ -84,6 +97,10 @@ def memory_agreement_figure(df: pd.DataFrame) -> bq.Figure:
     """Class-value agreement across blocks, trained vs random init, per memory kind.
 
     ``df`` comes from :func:`vitlens_widgets.analysis.class_value_agreement` (one or both kinds, concatenated).
+
+    Example:
+        >>> df = pd.concat([vl.analysis.class_value_agreement(lens, kind=kind) for kind in ("mlp", "attn")])
+        >>> memory_agreement_figure(df)
     """
     blocks = sorted(df.block.unique())
     series = []

@@ -25,6 +25,12 @@ class TrajectoryFigure:
 
     ``on_layer`` is called with a layer when the user clicks the plot;
     ``on_hover_token`` with the token whose line the pointer is over (-1 for the mean).
+
+    Example:
+        >>> plot = TrajectoryFigure(on_layer=print)
+        >>> plot.update(trace.layers("resid"), trace.identifiability("star"), n_prefix=1, has_cls=True, selected=[29],
+        ...             token_names=trace.tokens.names, metric="identifiability", class_name="star")
+        >>> plot.figure  # the bqplot figure to display
     """
 
     def __init__(

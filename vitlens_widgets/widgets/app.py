@@ -22,6 +22,10 @@ class Explorer(ipywidgets.VBox):
     The view and the plot share one state: the layer (slider ↔ marker, both
     ways), the class, site and metric (lines redrawn), the selected tokens (one
     line each) and the hovered line (its token highlighted in the grid).
+
+    Example:
+        >>> explorer = vl.explore(lens, vl.data.shapes(3, seed=2).images)
+        >>> explorer.view.layer = 4  # moves the slider and the plot's layer marker
     """
 
     def __init__(self, lens: Lens, images: Sequence[ImageLike]):
@@ -83,7 +87,11 @@ class Explorer(ipywidgets.VBox):
         display(HTML(snapshot_html(self.snapshot(), caption)))
 
     def to_html(self, path: str | os.PathLike, max_classes: int = 64) -> int:
-        """Write a self-contained interactive page of this explorer (no kernel, no CDN); returns its size in bytes."""
+        """Write a self-contained interactive page of this explorer (no kernel, no CDN); returns its size in bytes.
+
+        Example:
+            >>> vl.explore(lens, vl.data.shapes(3, seed=2).images).to_html("explorer.html")
+        """
         from .export import export_html
 
         return export_html(self.lens, self.view._images, path, max_classes=max_classes)
