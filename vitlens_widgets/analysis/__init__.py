@@ -1,6 +1,7 @@
 """Dataset-level analyses: pure functions over a lens and data, returning tidy DataFrames."""
 
 from .identifiability import (
+    PerImage,
     identifiability_by_block,
     iter_labelled,
     labelled_batches,
@@ -20,6 +21,7 @@ from .probes import images_to_match, probe_vs_projection, ridge_fit
 from .sublayers import sublayer_contributions
 
 __all__ = [
+    "PerImage",
     "class_value_agreement",
     "identifiability_by_block",
     "images_to_match",

@@ -127,7 +127,12 @@ def labelled_batches(
 
 @dataclass
 class PerImage:
-    """Per image and layer: mean identifiability and top-1 rate of each token group (NaN where a group is empty)."""
+    """Per image and layer: mean identifiability and top-1 rate of each token group (NaN where a group is empty).
+
+    Example:
+        >>> per_image = vl.analysis.per_image_identifiability(lens, vl.data.shapes(50, seed=2))
+        >>> per_image.identifiability["object"].shape  # [images, layers]
+    """
 
     layers: list[int]
     identifiability: dict[str, np.ndarray] = field(default_factory=dict)  # group -> [n_images, rows]

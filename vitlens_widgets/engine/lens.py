@@ -115,6 +115,7 @@ class Lens:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes ``C`` the head predicts."""
         return len(self.class_names)
 
     def class_index(self, cls: ClassLike) -> int:

@@ -76,14 +76,17 @@ class TokenLayout:
 
     @property
     def n_prefix(self) -> int:
+        """Number of prefix tokens ([CLS], distillation, registers) before the patches."""
         return len(self.prefix)
 
     @property
     def n_patches(self) -> int:
+        """Number of patch tokens, ``grid[0] * grid[1]``."""
         return self.grid[0] * self.grid[1]
 
     @property
     def n_tokens(self) -> int:
+        """Sequence length ``T``: prefix tokens plus patches."""
         return self.n_prefix + self.n_patches
 
     @property
@@ -184,14 +187,17 @@ class Trace:
 
     @property
     def depth(self) -> int:
+        """Number of transformer blocks ``L``."""
         return self.hidden["attn"].shape[0]
 
     @property
     def num_classes(self) -> int:
+        """Number of classes ``C``."""
         return len(self.class_names)
 
     @property
     def prediction(self) -> Prediction:
+        """The model's own top-1 class, its name and its probability."""
         probs = _softmax(self.output_logits)
         i = int(np.argmax(self.output_logits))
         return Prediction(i, self.class_names[i], float(probs[i]))
@@ -396,14 +402,17 @@ class TraceBatch(Sequence):
 
     @property
     def tokens(self) -> TokenLayout:
+        """The token layout shared by every trace of the batch."""
         return self._traces[0].tokens
 
     @property
     def class_names(self) -> ClassNames:
+        """The model's class names."""
         return self._traces[0].class_names
 
     @property
     def depth(self) -> int:
+        """Number of transformer blocks ``L``."""
         return self._traces[0].depth
 
     @property
@@ -413,6 +422,7 @@ class TraceBatch(Sequence):
 
     @property
     def images(self) -> np.ndarray:
+        """uint8 ``[B, H, W, 3]``: the input crops, as the model saw them."""
         return np.stack([t.image for t in self._traces])
 
     def logits(self, site: str = "resid") -> np.ndarray:
