@@ -67,6 +67,6 @@ def test_pointing(setup):
     lens, _, _, _, mask = setup
     on_object = vl.analysis.token_groups(lens, mask)["object"][1:].reshape(lens.tokens.grid)
     relevance = on_object.astype(np.float32)  # a perfect map: its top patch is on the object
-    assert lab.check_pointing(True, relevance, lens, mask)
-    assert not lab.check_pointing(False, relevance, lens, mask)
-    assert lab.check_pointing(False, 1 - relevance, lens, mask)
+    assert lab.check_pointing(True, lens, relevance, mask)
+    assert not lab.check_pointing(False, lens, relevance, mask)
+    assert lab.check_pointing(False, lens, 1 - relevance, mask)

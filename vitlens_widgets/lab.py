@@ -203,12 +203,12 @@ def check_self_only(answer: Any, lens: Lens, images: Any, blocks: list[int]) -> 
     )
 
 
-def check_pointing(answer: Any, relevance_map: np.ndarray, lens: Lens, mask: np.ndarray) -> Verdict:
+def check_pointing(answer: Any, lens: Lens, relevance_map: np.ndarray, mask: np.ndarray) -> Verdict:
     """Exercise 6: is the most relevant patch of ``relevance_map`` on the object (``True``/``False``)?
 
     Example:
         >>> relevance_map = vl.explain.relevance(lens, data.images[0]).map  # [h, w]
-        >>> check_pointing(True, relevance_map, lens, data.masks[0])
+        >>> check_pointing(True, lens, relevance_map, data.masks[0])
     """
     if _missing(answer):
         return NOT_ANSWERED
