@@ -11,7 +11,8 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
   after the first paint), and for one that must come from the kernel (tables
   disabled), with the bare kernel round trip of those requests (message sent ->
   reply received, without rendering);
-* layer change (slider) render time, p50/p95;
+* layer change (slider): input to the next painted frame, and the synchronous
+  render work alone (state set -> grid painted), p50/p95;
 * first paint: from running the cell (kernel warm) to the painted grid.
 
 ``--no-busy-favicon`` measures the same with JupyterLab's busy-favicon plugin disabled.
@@ -61,6 +62,15 @@ MEASURE_LAYER = """async ([layer]) => {
   const start = performance.now();
   ui.setState('layer', layer);
   await new Promise(r => requestAnimationFrame(() => r()));
+  return performance.now() - start;
+}"""
+
+# The synchronous work of a layer change (state set -> grid painted), without waiting for the frame.
+MEASURE_LAYER_RENDER = """async ([layer]) => {
+  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  await new Promise(r => requestAnimationFrame(() => r()));
+  const start = performance.now();
+  ui.setState('layer', layer);
   return performance.now() - start;
 }"""
 
@@ -130,11 +140,17 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         derived = [c for c, hit in enumerate(state["cached"]) if not hit]
         prefetched = [page.evaluate(MEASURE_CLASS, [cached[i % len(cached)]]) for i in range(repeats)]
         from_table = [page.evaluate(MEASURE_CLASS, [c]) for c in derived[:repeats]]
-        page.evaluate(NO_TABLES)
         before = page.evaluate(LATENCIES)
-        from_kernel = [page.evaluate(MEASURE_CLASS, [(state["cls"] + 1 + i) % state["n"]]) for i in range(repeats)]
+        from_kernel = []
+        for i in range(repeats):
+            page.evaluate(NO_TABLES)  # nothing cached: this class must come from the kernel
+            current = page.evaluate(
+                "() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.model.get('cls')"
+            )
+            from_kernel.append(page.evaluate(MEASURE_CLASS, [(current + 1 + i % (state["n"] - 1)) % state["n"]]))
         round_trips = page.evaluate(LATENCIES)[len(before) :]
         layers = [page.evaluate(MEASURE_LAYER, [i % (state["depth"] + 1)]) for i in range(repeats)]
+        renders = [page.evaluate(MEASURE_LAYER_RENDER, [(i + 1) % (state["depth"] + 1)]) for i in range(repeats)]
         page.close()
     return {
         "class (prefetched)": percentiles(prefetched),
@@ -142,6 +158,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         "class (from kernel)": percentiles(from_kernel),
         "kernel round trip": percentiles(round_trips),
         "layer change": percentiles(layers),
+        "layer render only": percentiles(renders),
         "first paint": f"{first_paint:6.0f}",
     }
 

@@ -42,6 +42,7 @@ const RELEVANCE: [string, string][] = [
   ["random", "random"],
 ];
 const PLAY_MS = 700;
+const LAYER_SYNC_MS = 120; // at most one layer trait sync per this many ms (see syncLayerSoon)
 
 let instances = 0;
 
@@ -108,6 +109,7 @@ export class ExplorerUI {
   private metric: ReturnType<typeof radioGroup>;
   private hovered: number | null = null;
   private timer: number | undefined;
+  private layerSync: number | undefined; // pending trait sync of the layer (see syncLayerSoon)
   private topIdx = new Int16Array(0);
   private topProb = new Float32Array(0);
   private error = "";
@@ -373,6 +375,10 @@ export class ExplorerUI {
     this.cleanups.forEach((fn) => fn());
     this.heartbeat?.stop();
     window.clearInterval(this.timer);
+    if (this.layerSync !== undefined) {
+      window.clearTimeout(this.layerSync);
+      this.model.save_changes(); // the kernel still learns the last layer shown
+    }
     this.grid.dispose();
   }
 
@@ -381,7 +387,23 @@ export class ExplorerUI {
     // set() re-renders through the change listener, which also sends any slice request;
     // the trait sync follows, so the kernel answers the request before redrawing plots.
     this.model.set(name, value);
+    if (name === "layer") return this.syncLayerSoon();
+    window.clearTimeout(this.layerSync);
+    this.layerSync = undefined;
     this.model.save_changes();
+  }
+
+  /**
+   * The layer is drawn at once but told to the kernel at most every LAYER_SYNC_MS: scrubbing or
+   * playing then costs one kernel round trip (and one trajectory-marker redraw) per interval,
+   * not one per step, and the kernel's echo never competes with the next frame's paint.
+   */
+  private syncLayerSoon(): void {
+    if (this.layerSync !== undefined) return;
+    this.layerSync = window.setTimeout(() => {
+      this.layerSync = undefined;
+      this.model.save_changes();
+    }, LAYER_SYNC_MS);
   }
 
   private get layout(): Layout {

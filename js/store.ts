@@ -60,6 +60,8 @@ export interface LogitsTable {
   rows: number;
   tokens: number;
   classes: number;
+  sorted?: Float32Array; // each token's logits in ascending order, filled in idle time
+  sortedCount?: number; // how many leading (row, token) entries of `sorted` are ready
 }
 
 interface LogitsReply {
@@ -73,7 +75,48 @@ interface LogitsReply {
   version?: number;
 }
 
-const MAX_TABLES = 4; // logits tables kept (ViT-B/16: 10 MB each)
+const MAX_TABLES = 3; // logits tables kept (ViT-B/16: 10 MB each, twice that once sorted)
+const SORT_CHUNK = 64; // tokens sorted per step between frames (ViT-B/16: a few ms)
+
+function countGreater(values: Float32Array, start: number, end: number, value: number): number {
+  let greater = 0;
+  for (let c = start; c < end; c++) if (values[c] > value) greater++;
+  return greater;
+}
+
+/** In an ascending run [start, end): how many values are strictly greater than `value`. */
+function countAbove(sorted: Float32Array, start: number, end: number, value: number): number {
+  while (end > start && Number.isNaN(sorted[end - 1])) end--; // sort() puts NaN last; it is never greater
+  let lo = start;
+  let hi = end;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid] > value) hi = mid;
+    else lo = mid + 1;
+  }
+  return end - lo;
+}
+
+/**
+ * Sort each token's logits in small steps between frames; once a token is sorted, its rank of
+ * any class is a binary search instead of a pass over every class.
+ */
+export function sortInSteps(table: LogitsTable, schedule: (step: () => void) => void): void {
+  const total = table.rows * table.tokens;
+  const c = table.classes;
+  const sorted = new Float32Array(table.logits.length);
+  table.sorted = sorted;
+  table.sortedCount = 0;
+  const step = () => {
+    const start = table.sortedCount ?? 0;
+    const end = Math.min(total, start + SORT_CHUNK);
+    for (let i = start; i < end; i++)
+      sorted.set(table.logits.slice(i * c, (i + 1) * c).sort(), i * c);
+    table.sortedCount = end;
+    if (end < total) schedule(step);
+  };
+  schedule(step);
+}
 
 /**
  * One class's metric at every row and token, as the kernel computes it: identifiability is
@@ -90,8 +133,10 @@ export function sliceFromLogits(table: LogitsTable, metric: string, cls: number)
     else if (metric === "probability") out[i] = Math.exp(value - logPartition[i]);
     else if (Number.isNaN(value)) out[i] = NaN;
     else {
-      let greater = 0;
-      for (let c = 0; c < classes; c++) if (logits[base + c] > value) greater++;
+      const greater =
+        table.sorted && i < (table.sortedCount ?? 0)
+          ? countAbove(table.sorted, base, base + classes, value)
+          : countGreater(logits, base, base + classes, value);
       out[i] = Math.fround(1 - Math.fround(greater / classes)); // float32 steps, as numpy does
     }
   }
@@ -236,13 +281,15 @@ export class SliceStore {
       return;
     }
     const key = `${reply.image_index}|${reply.site}`;
-    this.tables.set(key, {
+    const table: LogitsTable = {
       logits,
       logPartition,
       rows: reply.rows,
       tokens: reply.tokens,
       classes: reply.classes,
-    });
+    };
+    this.tables.set(key, table);
+    sortInSteps(table, (step) => setTimeout(step, 0));
     while (this.tables.size > MAX_TABLES)
       this.tables.delete(this.tables.keys().next().value as string);
   }

@@ -3,7 +3,13 @@ import { test } from "node:test";
 
 import { matchClasses } from "../fuzzy";
 import { halfToFloat } from "../standalone-data";
-import { SliceStore, sliceFromLogits, type LogitsTable, type ViewModel } from "../store";
+import {
+  SliceStore,
+  sliceFromLogits,
+  sortInSteps,
+  type LogitsTable,
+  type ViewModel,
+} from "../store";
 
 function fakeModel() {
   const sent: any[] = [];
@@ -173,4 +179,32 @@ test("a declined table falls back to per-class requests, silently", () => {
   assert.deepEqual(errors, []);
   store.request(0, { site: "resid", metric: "logit", classes: [1] });
   assert.equal(sent[1].type, "slices");
+});
+
+test("ranks from the sorted logits equal the full count, ties and NaN included", () => {
+  const classes = 50;
+  const rows = 7;
+  const logits = new Float32Array(rows * classes).map(
+    (_, i) => Math.round(Math.sin(i * 12.9898) * 20) / 4,
+  );
+  logits.fill(NaN, 3 * classes, 4 * classes); // a removed token
+  logits[5 * classes + 7] = NaN; // a stray NaN among classes
+  const plain: LogitsTable = {
+    logits,
+    logPartition: new Float32Array(rows),
+    rows,
+    tokens: 1,
+    classes,
+  };
+  const sorted: LogitsTable = { ...plain };
+  const steps: (() => void)[] = [];
+  sortInSteps(sorted, (step) => steps.push(step));
+  while (steps.length) steps.shift()!(); // run every step now
+  assert.equal(sorted.sortedCount, rows);
+  for (let cls = 0; cls < classes; cls++) {
+    assert.deepEqual(
+      Array.from(sliceFromLogits(sorted, "identifiability", cls)),
+      Array.from(sliceFromLogits(plain, "identifiability", cls)),
+    );
+  }
 });
