@@ -10,7 +10,9 @@ can ask for is computed), then reads the kernel's own ``/proc/self/smaps_rollup`
 * RSS: resident memory, shared libraries included;
 * PSS: RSS with shared pages divided among the processes sharing them;
 * USS: pages private to this kernel, i.e. what each extra student costs when the
-  libraries (torch, timm, ...) are already in memory for another kernel.
+  libraries (torch, timm, ...) are already in memory for another kernel. This
+  script imports them itself first, as another student's kernel would on a hub,
+  so that shared library pages are not counted as private.
 
 It prints each figure after ``import vitlens_widgets`` and with the explorer open.
 ``--saved`` loads the gallery from a file written by ``lens.save_traces`` instead
@@ -105,6 +107,8 @@ def measure(browser, model: str, saved: bool) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
+    import vitlens_widgets.widgets  # noqa: F401  (the libraries' pages, shared as on a hub)
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--saved", action="store_true", help="load the gallery with lens.load_traces")
