@@ -362,6 +362,9 @@ export class ExplorerUI {
       this.store.receive(content, buffers ?? []);
     });
     this.store.setVersion(this.model.get("trace_version") ?? 0);
+    // Now that replies have a listener, ask the kernel to push the likeliest classes (messages it
+    // sent before this view existed had no one to receive them).
+    if (!this.model.get("standalone")) this.model.send({ type: "ready" });
     if (!this.model.get("standalone")) {
       this.heartbeat = new Heartbeat(this.model, (alive) => {
         this.disconnected = !alive;

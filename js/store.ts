@@ -75,6 +75,7 @@ interface LogitsReply {
   version?: number;
 }
 
+const PREFETCH_IDLE_MS = 150; // speculative requests wait for this long a pause in user requests
 const MAX_TABLES = 3; // logits tables kept (ViT-B/16: 10 MB each, twice that once sorted)
 const SORT_CHUNK = 64; // tokens sorted per step between frames (ViT-B/16: a few ms)
 
@@ -151,6 +152,7 @@ export class SliceStore {
   private version = 0;
   private inFlight: number | null = null; // the request the user is waiting for
   private prefetchInFlight: number | null = null; // a speculative one (e.g. the chips' classes)
+  private prefetchTimer: ReturnType<typeof setTimeout> | undefined; // a speculative one, waiting for a pause
   private pending: SliceRequest | null = null;
   private nextId = 1;
   private sentAt = new Map<number, number>();
@@ -198,6 +200,7 @@ export class SliceStore {
       (c) => !this.has(image, request.site, request.metric, c),
     );
     if (missing.length === 0) return;
+    this.cancelPrefetch(); // the user is active: speculative work waits for a pause
     const wanted = { ...request, classes: missing };
     if (this.inFlight !== null) {
       this.pending = wanted;
@@ -206,8 +209,24 @@ export class SliceStore {
     this.inFlight = this.send(wanted);
   }
 
-  /** Ask ahead of time for classes the user may want next; never delays or displaces a user request. */
+  /**
+   * Ask ahead of time for classes the user may want next, once the user pauses for
+   * PREFETCH_IDLE_MS: speculative kernel work never delays or displaces a user request.
+   */
   prefetch(image: number, request: SliceRequest): void {
+    this.cancelPrefetch();
+    this.prefetchTimer = setTimeout(() => {
+      this.prefetchTimer = undefined;
+      this.sendPrefetch(image, request);
+    }, PREFETCH_IDLE_MS);
+  }
+
+  private cancelPrefetch(): void {
+    clearTimeout(this.prefetchTimer);
+    this.prefetchTimer = undefined;
+  }
+
+  private sendPrefetch(image: number, request: SliceRequest): void {
     if (this.inFlight !== null || this.prefetchInFlight !== null) return;
     const missing = request.classes.filter(
       (c) => !this.has(image, request.site, request.metric, c),
@@ -218,6 +237,7 @@ export class SliceStore {
 
   /** Forget every slice and logits table (benchmarks use it to force kernel round trips). */
   clear(): void {
+    this.cancelPrefetch();
     this.cache.clear();
     this.tables.clear();
   }

@@ -262,3 +262,12 @@ def test_logits_table_requests_are_validated_and_size_capped(explorer, sent, mon
     monkeypatch.setattr(explorer_module, "LOGITS_TABLE_BYTES", 100)
     view._handle_message(view, {"type": "logits", "id": 13, "site": "resid"}, [])
     assert sent[-1][0]["type"] == "error" and "too much to send" in sent[-1][0]["message"]
+
+
+def test_a_view_that_starts_listening_gets_the_likeliest_classes_pushed(explorer, sent):
+    view = explorer.view
+    view._handle_message(view, {"type": "ready"}, [])
+    header, buffers = sent[-1]
+    assert header["type"] == "slices" and header["id"] == -1 and header["classes"] == list(range(10))
+    data = np.frombuffer(buffers[0], dtype=np.float32).reshape(10, 4, 17)
+    np.testing.assert_array_equal(data, metric_slices(view.trace, view.site, view.metric, range(10)))

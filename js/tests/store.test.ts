@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { mock, test } from "node:test";
 
 import { matchClasses } from "../fuzzy";
 import { halfToFloat } from "../standalone-data";
@@ -104,21 +104,34 @@ test("float16 decoding", () => {
   assert.equal(out[4], Infinity);
 });
 
-test("prefetches never delay a user request", () => {
-  const { model, sent } = fakeModel();
-  const store = new SliceStore(
-    model,
-    () => {},
-    () => {},
-  );
-  store.prefetch(0, { site: "resid", metric: "logit", classes: [7, 8] });
-  store.request(0, { site: "resid", metric: "logit", classes: [1] });
-  assert.equal(sent.length, 2); // the user request went out at once
-  store.prefetch(0, { site: "resid", metric: "logit", classes: [9] });
-  assert.equal(sent.length, 2); // no second speculative request while busy
-  store.receive(...reply(sent[1]));
-  store.receive(...reply(sent[0]));
-  assert.ok(store.get(0, "resid", "logit", 8) && store.get(0, "resid", "logit", 1));
+test("prefetches wait for a pause and never delay a user request", () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    const { model, sent } = fakeModel();
+    const store = new SliceStore(
+      model,
+      () => {},
+      () => {},
+    );
+    store.prefetch(0, { site: "resid", metric: "logit", classes: [7, 8] });
+    mock.timers.tick(100);
+    store.request(0, { site: "resid", metric: "logit", classes: [1] });
+    mock.timers.tick(1000);
+    assert.equal(sent.length, 1); // the user's request went out; the speculation was dropped
+    assert.deepEqual(sent[0].classes, [1]);
+    store.receive(...reply(sent[0]));
+    store.prefetch(0, { site: "resid", metric: "logit", classes: [7, 8] });
+    assert.equal(sent.length, 1); // not yet: waiting for a pause
+    mock.timers.tick(200);
+    assert.equal(sent.length, 2);
+    store.request(0, { site: "resid", metric: "logit", classes: [2] });
+    assert.equal(sent.length, 3); // a user request goes out even while a speculative one is in flight
+    store.receive(...reply(sent[2]));
+    store.receive(...reply(sent[1]));
+    assert.ok(store.get(0, "resid", "logit", 8) && store.get(0, "resid", "logit", 2));
+  } finally {
+    mock.timers.reset();
+  }
 });
 
 // Two rows x one token x four classes; row 0 has a tie at the top, row 1 a removed token (NaN).

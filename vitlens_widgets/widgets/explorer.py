@@ -238,6 +238,8 @@ class ExplorerView(anywidget.AnyWidget):
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "ping":
             self.send({"type": "pong", "id": content.get("id")})
+        elif kind == "ready":  # a view started listening: push what it will most likely ask for
+            self._push_prefetch()
         elif kind == "slices":
             self._reply(content)
         elif kind == "memories":
