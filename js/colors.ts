@@ -1,26 +1,13 @@
 /** Colour mapping for the token heat map: the only maths the front end does. */
 
+import colormaps from "../vitlens_widgets/static/colormaps.json";
+
 export type Rgb = [number, number, number];
 
-// Viridis, sampled at nine stops (perceptually uniform, colour-blind safe).
-const VIRIDIS: Rgb[] = [
-  [68, 1, 84],
-  [71, 44, 122],
-  [59, 81, 139],
-  [44, 113, 142],
-  [33, 144, 141],
-  [39, 173, 129],
-  [92, 200, 99],
-  [170, 220, 50],
-  [253, 231, 37],
-];
-const DIVERGING: Rgb[] = [
-  [33, 102, 172],
-  [103, 169, 207],
-  [247, 247, 247],
-  [239, 138, 98],
-  [178, 24, 43],
-];
+// Viridis sampled at nine stops (perceptually uniform, colour-blind safe) and a blue-red diverging
+// map; one file shared with the kernel's static snapshot (vitlens_widgets/widgets/snapshot.py).
+const VIRIDIS = colormaps.viridis as Rgb[];
+const DIVERGING = colormaps.diverging as Rgb[];
 
 function interpolate(stops: Rgb[], t: number): Rgb {
   const x = Math.min(1, Math.max(0, Number.isFinite(t) ? t : 0)) * (stops.length - 1);

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -19,24 +21,10 @@ from PIL import Image, ImageDraw, ImageFont
 from ..engine.trace import Trace, layer_numbers, layer_row
 from .payload import metric_slices
 
-# The front end's colour stops (js/colors.ts), so the picture matches the widget.
-VIRIDIS = np.array(
-    [
-        [68, 1, 84],
-        [71, 44, 122],
-        [59, 81, 139],
-        [44, 113, 142],
-        [33, 144, 141],
-        [39, 173, 129],
-        [92, 200, 99],
-        [170, 220, 50],
-        [253, 231, 37],
-    ],
-    dtype=np.float32,
-)
-DIVERGING = np.array(
-    [[33, 102, 172], [103, 169, 207], [247, 247, 247], [239, 138, 98], [178, 24, 43]], dtype=np.float32
-)
+# The front end's colour stops (js/colors.ts reads the same file), so the picture matches the widget.
+_COLORMAPS = json.loads((Path(__file__).resolve().parent.parent / "static" / "colormaps.json").read_text())
+VIRIDIS = np.array(_COLORMAPS["viridis"], dtype=np.float32)
+DIVERGING = np.array(_COLORMAPS["diverging"], dtype=np.float32)
 LINE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 SITE_NAMES = {"resid": "residual stream", "attn": "attention", "mlp": "MLP"}
 GRID_PX = 256  # side of the heat map in the picture
