@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from ..data.shapes import shapes
     from ..demo.train import TEST_SEED
-    from .report import markdown_table
+    from .report import markdown_table, publish
 
     p = argparse.ArgumentParser(description="Linear probes vs class-space projection on the demo model")
     p.add_argument("--test-images", type=int, default=500)
@@ -170,9 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
     parts += ["\n## Training images a [CLS] probe needs to match the projection\n", markdown_table(images_to_match(df))]
     text = "\n".join(parts) + "\n"
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

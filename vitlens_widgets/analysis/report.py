@@ -35,6 +35,14 @@ def markdown_table(df: pd.DataFrame, floats: str = "{:.3f}") -> str:
     return "\n".join(lines)
 
 
+def publish(text: str, out: Path | None) -> None:
+    """Print a generated Markdown report and, when ``out`` is given, write it there too."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    print(text)
+
+
 def build_report(lens: Lens, n_images: int = 500, seed: int = TEST_SEED, permutations: int = 10_000) -> str:
     data = shapes(n_images, seed=seed)
     started = time.perf_counter()
@@ -121,11 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--permutations", type=int, default=10_000)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    report = build_report(Lens.demo(), args.images, permutations=args.permutations)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-    print(report)
+    publish(build_report(Lens.demo(), args.images, permutations=args.permutations), args.out)
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def score_maps(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..analysis.report import markdown_table
+    from ..analysis.report import markdown_table, publish
     from ..demo.train import TEST_SEED
     from .diagnose import VARIANTS, block_statistics, diagnosis_markdown, variant_maps
 
@@ -162,10 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             diagnosis_markdown(summary, per_image, curves, blocks, summed),
         ]
     )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    print(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":
