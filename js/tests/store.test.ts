@@ -24,6 +24,15 @@ function fakeModel() {
   return { model, sent };
 }
 
+/** A store whose data and error callbacks do nothing. */
+function quietStore(model: ViewModel): SliceStore {
+  return new SliceStore(
+    model,
+    () => {},
+    () => {},
+  );
+}
+
 function reply(request: any, rows = 2, tokens = 3): [any, ArrayBuffer[]] {
   const data = new Float32Array(request.classes.length * rows * tokens).map((_, i) => i);
   return [
@@ -43,11 +52,7 @@ function reply(request: any, rows = 2, tokens = 3): [any, ArrayBuffer[]] {
 
 test("while a request is in flight only the latest pending one is kept", () => {
   const { model, sent } = fakeModel();
-  const store = new SliceStore(
-    model,
-    () => {},
-    () => {},
-  );
+  const store = quietStore(model);
   for (const cls of [1, 2, 3, 4])
     store.request(0, { site: "resid", metric: "logit", classes: [cls] });
   assert.equal(sent.length, 1);
@@ -61,11 +66,7 @@ test("while a request is in flight only the latest pending one is kept", () => {
 
 test("replies are split per class and cached", () => {
   const { model, sent } = fakeModel();
-  const store = new SliceStore(
-    model,
-    () => {},
-    () => {},
-  );
+  const store = quietStore(model);
   store.request(0, { site: "attn", metric: "probability", classes: [5, 7] });
   store.receive(...reply(sent[0]));
   assert.deepEqual(Array.from(store.get(0, "attn", "probability", 7)!), [6, 7, 8, 9, 10, 11]);
@@ -108,11 +109,7 @@ test("prefetches wait for a pause and never delay a user request", () => {
   mock.timers.enable({ apis: ["setTimeout"] });
   try {
     const { model, sent } = fakeModel();
-    const store = new SliceStore(
-      model,
-      () => {},
-      () => {},
-    );
+    const store = quietStore(model);
     store.prefetch(0, { site: "resid", metric: "logit", classes: [7, 8] });
     mock.timers.tick(100);
     store.request(0, { site: "resid", metric: "logit", classes: [1] });
