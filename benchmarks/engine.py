@@ -1,9 +1,10 @@
 """Engine speed against a bare timm forward pass, measured side by side in one run.
 
-    .venv/bin/python benchmarks/engine.py [--model vit_base_patch16_224] [--batches 1 32] [--rounds 5]
+    .venv/bin/python benchmarks/engine.py [--model vit_base_patch16_224] [--batches 1 32] [--rounds N]
 
 For each batch size, the three measurements are interleaved round by round and
-the median of each is reported, so machine noise hits all of them alike:
+the median of each is reported, so machine noise hits all of them alike. Short
+measurements get more rounds (about 12 s of bare forward passes, at least 7).
 
 * ``bare``: ``model(x)`` on preprocessed tensors (timm's own forward).
 * ``(a)``: ``lens.trace_batch(x)`` + identifiability of one class for every layer
@@ -14,6 +15,7 @@ the median of each is reported, so machine noise hits all of them alike:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import resource
 import statistics
@@ -29,7 +31,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="vit_base_patch16_224")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=None, help="rounds per batch size (default: adaptive)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     return p.parse_args()
 
@@ -40,7 +42,9 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(model: torch.nn.Module, lens: vl.Lens, batch_size: int, rounds: int, cls: int = 0) -> dict[str, float]:
+def measure(
+    model: torch.nn.Module, lens: vl.Lens, batch_size: int, rounds: int | None, cls: int = 0
+) -> dict[str, float]:
     """Median seconds of the bare forward, (a) and (b), interleaved round by round."""
     x = torch.randn(batch_size, 3, *lens.preprocessor.input_size)
     tensors = list(x)
@@ -60,6 +64,8 @@ def measure(model: torch.nn.Module, lens: vl.Lens, batch_size: int, rounds: int,
     runs = {"bare": bare, "a": resid_identifiability, "b": all_sites}
     for fn in runs.values():  # warm-up
         fn()
+    if rounds is None:
+        rounds = min(60, max(7, math.ceil(12.0 / timed(bare))))
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(rounds):
         for name, fn in runs.items():

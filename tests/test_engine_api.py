@@ -232,3 +232,28 @@ def test_class_probs_equal_the_full_softmax_also_with_removed_tokens(lens, rng):
             got = trace.class_probs([3, 0, 7], site)
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
             assert np.isnan(got).any() == bool(trace.options)  # removed tokens have no probability
+
+
+@pytest.mark.parametrize("family", ["vit", "deit_distilled"])
+def test_batch_rank_without_cached_logits_counts_the_same_and_keeps_no_logits(rng, family):
+    lens = vl.Lens(make_model(family), cache_size=0)
+    images = [random_image(rng) for _ in range(3)]
+    labels = [2, 0, 7]
+    batch = lens.trace_batch(images, drop_tokens=[lens.tokens.n_prefix + 1])
+    streamed = batch.rank(labels, "mlp")
+    assert "mlp" not in batch._logits and all("mlp" not in t._logits for t in batch)  # nothing [.., C] kept
+    expected = rank_of(batch.logits("mlp"), np.array(labels))  # from the full logits, now kept
+    expected[:, :, lens.tokens.n_prefix + 1] = -1
+    np.testing.assert_array_equal(streamed, expected)
+    assert (streamed[:, :, lens.tokens.n_prefix + 1] == -1).all() and streamed.max() > 0
+    per_trace = np.stack([t.identifiability(c, "mlp") for t, c in zip(batch, labels)])
+    fresh = lens.trace_batch(images, drop_tokens=[lens.tokens.n_prefix + 1])
+    np.testing.assert_array_equal(fresh.identifiability(labels, "mlp"), per_trace)  # NaN where dropped, on both sides
+
+
+def test_projection_in_chunks_matches_one_readout(lens, rng):
+    from vitlens_widgets.engine.trace import project
+
+    hidden = lens.trace(random_image(rng)).hidden["resid"]
+    whole = project(lens.adapter.readout, hidden, chunk_rows=hidden[..., 0].numel())
+    np.testing.assert_allclose(project(lens.adapter.readout, hidden, chunk_rows=7), whole, rtol=1e-5, atol=1e-6)

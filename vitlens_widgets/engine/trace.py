@@ -314,23 +314,48 @@ class Trace:
         return top_classes(logits, k, self.class_names)
 
 
-def project(readout: Readout, hidden: torch.Tensor, max_rows: int = 131_072) -> np.ndarray:
+PROJECT_CHUNK_ROWS = 4096  # tokens per readout step: small enough to stay in cache, big enough for a fast GEMM
+
+
+def project(readout: Readout, hidden: torch.Tensor, chunk_rows: int = PROJECT_CHUNK_ROWS) -> np.ndarray:
     """Apply ``readout`` to every token of ``hidden`` ``[..., D]`` → float32 ``[..., C]``.
 
-    One matrix product when there are at most ``max_rows`` tokens (fastest), else
-    chunks of that many written into one output (bounded peak memory).
+    The tokens go through the readout ``chunk_rows`` at a time, each chunk written
+    into one output array: the normalised intermediate never exists for all tokens
+    at once, which saves memory and time. (Matrix products of other heights may
+    round differently in the last bit; the chunking is fixed, so a projection is
+    reproducible.)
     """
     flat = hidden.reshape(-1, hidden.shape[-1])
     with torch.inference_mode():
-        if flat.shape[0] <= max_rows:
-            out = readout(flat).float().cpu()
-        else:
-            first = readout(flat[:max_rows]).float().cpu()
-            out = first.new_empty((flat.shape[0], first.shape[1]))
-            out[:max_rows] = first
-            for i in range(max_rows, flat.shape[0], max_rows):
-                out[i : i + max_rows] = readout(flat[i : i + max_rows]).float().cpu()
+        first = readout(flat[:chunk_rows]).float().cpu()
+        out = first.new_empty((flat.shape[0], first.shape[1]))
+        out[: len(first)] = first
+        for start in range(chunk_rows, flat.shape[0], chunk_rows):
+            out[start : start + chunk_rows] = readout(flat[start : start + chunk_rows]).float()
     return out.numpy().reshape(*hidden.shape[:-1], -1)
+
+
+def streamed_rank(
+    readout: Readout, hidden: torch.Tensor, cls_per_row: torch.Tensor, chunk_rows: int = PROJECT_CHUNK_ROWS
+) -> np.ndarray:
+    """int32 ``[...]``: :func:`rank_of` of the readout of ``hidden`` ``[..., D]`` without keeping its logits.
+
+    ``cls_per_row`` holds one class per token (same leading shape as ``hidden``).
+    The logits exist one chunk at a time, so the rank of a whole batch costs no
+    ``[..., C]`` array; the chunks match :func:`project`'s, so the counts equal
+    ``rank_of(project(readout, hidden), cls)`` exactly.
+    """
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    targets = cls_per_row.reshape(-1, 1).to(flat.device, torch.int64)
+    out = torch.empty(flat.shape[0], dtype=torch.int32, device=flat.device)
+    with torch.inference_mode():
+        for start in range(0, flat.shape[0], chunk_rows):
+            stop = start + chunk_rows
+            logits = readout(flat[start:stop]).float()
+            target = logits.gather(1, targets[start:stop])
+            torch.sum(logits > target, dim=1, dtype=torch.int32, out=out[start:stop])
+    return out.cpu().numpy().reshape(hidden.shape[:-1])
 
 
 def rank_of(logits: np.ndarray, cls: int | np.ndarray) -> np.ndarray:
@@ -460,12 +485,19 @@ class TraceBatch(Sequence):
     def rank(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
         """int32 ``[B, rows, T]``; ``cls`` is one class for all images, or one per image (e.g. true labels).
 
+        When the site's logits are not cached yet, the ranks are counted chunk by
+        chunk and the ``[B, rows, T, C]`` logits are never kept (dataset analyses
+        need only the ranks); call :meth:`logits` first to keep them.
+
         Example:
             >>> data = vl.data.shapes(8, seed=2)
             >>> lens.trace_batch(data.images).rank(data.labels)[:, -1, 0]  # true class's rank at the last [CLS]
         """
-        logits = self.logits(site)
-        rank = rank_of(logits, self._class_per_image(cls))
+        classes = self._class_per_image(cls)
+        if self._hidden is not None and site not in self._logits:
+            rank = self._streamed_rank(classes, check_site(site))
+        else:
+            rank = rank_of(self.logits(site), classes)
         return mark_dropped(rank, self._traces[0].dropped)
 
     def identifiability(self, cls: ClassLike | Sequence[ClassLike] | np.ndarray, site: str = "resid") -> np.ndarray:
@@ -475,6 +507,12 @@ class TraceBatch(Sequence):
             >>> batch.identifiability(data.labels)[:, -1, 0].mean()  # [CLS] at the last layer, mean over images
         """
         return identifiability_from_rank(self.rank(cls, site), len(self.class_names))
+
+    def _streamed_rank(self, classes: np.ndarray, site: str) -> np.ndarray:
+        hidden = self._hidden[site]  # [rows, B, T, D]
+        rows, batch, tokens = hidden.shape[:3]
+        per_row = torch.from_numpy(classes).view(1, batch, 1).expand(rows, batch, tokens)
+        return np.ascontiguousarray(np.moveaxis(streamed_rank(self._traces[0].readout, hidden, per_row), 1, 0))
 
     def _class_per_image(self, cls: Any) -> np.ndarray:
         if isinstance(cls, (str, int, np.integer)):
