@@ -42,7 +42,15 @@ MODELS = {
     ),
 }
 
-MEASURE_CLASS = """async ([cls]) => {
+# A user's pause before each class change, so that a change does not also measure the
+# trailing work of the previous one (the kernel redrawing the trajectories).
+PAUSE_MS = 250
+
+MEASURE_CLASS = (
+    """async ([cls]) => {
+  await new Promise(r => setTimeout(r, """
+    + str(PAUSE_MS)
+    + """));
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
   const layer = ui.model.get('layer');
   const key = `${ui.model.get('image_index')}|${ui.model.get('site')}|${ui.model.get('metric')}|${cls}|${layer}`;
@@ -56,6 +64,7 @@ MEASURE_CLASS = """async ([cls]) => {
   await new Promise(r => requestAnimationFrame(() => r()));
   return performance.now() - start;
 }"""
+)
 
 MEASURE_LAYER = """async ([layer]) => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
@@ -167,6 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--tcp-nodelay", choices=["both", "on", "off"], default="both", help="server extension setting")
     parser.add_argument(
         "--no-busy-favicon",
         action="store_true",
@@ -184,7 +194,7 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         print(f"{'model':<22} {'TCP_NODELAY':<12} {'measure':<20} ms")
         for model in args.models:
-            for nodelay in (True, False):
+            for nodelay in {"both": (True, False), "on": (True,), "off": (False,)}[args.tcp_nodelay]:
                 for name, value in measure(browser, model, nodelay, args.repeats).items():
                     print(f"{model:<22} {'on' if nodelay else 'off':<12} {name:<20} {value}", flush=True)
         browser.close()

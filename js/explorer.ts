@@ -43,6 +43,7 @@ const RELEVANCE: [string, string][] = [
 ];
 const PLAY_MS = 700;
 const LAYER_SYNC_MS = 120; // at most one layer trait sync per this many ms (see syncLayerSoon)
+const PAINT_SYNC_MS = 400; // longest a trait sync waits for the kernel's slice (see syncAfterPaint)
 
 let instances = 0;
 
@@ -110,6 +111,8 @@ export class ExplorerUI {
   private hovered: number | null = null;
   private timer: number | undefined;
   private layerSync: number | undefined; // pending trait sync of the layer (see syncLayerSoon)
+  private paintSync: number | undefined; // pending trait sync waiting for the kernel's answer (see syncAfterPaint)
+  private afterPaint: (() => void) | null = null;
   private topIdx = new Int16Array(0);
   private topProb = new Float32Array(0);
   private error = "";
@@ -378,22 +381,42 @@ export class ExplorerUI {
     this.cleanups.forEach((fn) => fn());
     this.heartbeat?.stop();
     window.clearInterval(this.timer);
-    if (this.layerSync !== undefined) {
+    if (this.layerSync !== undefined || this.paintSync !== undefined) {
       window.clearTimeout(this.layerSync);
-      this.model.save_changes(); // the kernel still learns the last layer shown
+      window.clearTimeout(this.paintSync);
+      this.model.save_changes(); // the kernel still learns the last state shown
     }
     this.grid.dispose();
   }
 
   /** Change one piece of view state as a user action would (also used by benchmarks). */
   setState(name: string, value: unknown): void {
-    // set() re-renders through the change listener, which also sends any slice request;
-    // the trait sync follows, so the kernel answers the request before redrawing plots.
+    // set() re-renders through the change listener, which also sends any slice request.
     this.model.set(name, value);
     if (name === "layer") return this.syncLayerSoon();
     window.clearTimeout(this.layerSync);
     this.layerSync = undefined;
+    if (this.root.classList.contains("vl-loading")) return this.syncAfterPaint();
     this.model.save_changes();
+  }
+
+  /**
+   * While the grid waits for the kernel's slice, the trait sync waits too: it makes the kernel
+   * redraw the trajectories, and those messages would otherwise reach the page between the
+   * slice and the frame that shows it. The sync goes out one frame after that paint (or after
+   * PAINT_SYNC_MS if no answer comes).
+   */
+  private syncAfterPaint(): void {
+    if (this.paintSync !== undefined) return;
+    const flush = () => {
+      if (this.paintSync === undefined) return;
+      window.clearTimeout(this.paintSync);
+      this.paintSync = undefined;
+      this.afterPaint = null;
+      this.model.save_changes();
+    };
+    this.paintSync = window.setTimeout(flush, PAINT_SYNC_MS);
+    this.afterPaint = () => requestAnimationFrame(() => window.setTimeout(flush, 0));
   }
 
   /**
@@ -472,6 +495,9 @@ export class ExplorerUI {
       else this.grid.paint(slice.subarray(row * tokens, (row + 1) * tokens), scale);
       this.lastPaint = { key: `${image}|${site}|${metric}|${cls}|${layer}`, at: performance.now() };
       this.paintListeners.forEach((listener) => listener(this.lastPaint.key));
+      const afterPaint = this.afterPaint;
+      this.afterPaint = null;
+      afterPaint?.();
       const shown = overlay ? overlay.scale : scale;
       const diverging = overlay
         ? this.model.get("relevance_method") === "class_space"

@@ -257,3 +257,17 @@ def test_projection_in_chunks_matches_one_readout(lens, rng):
     hidden = lens.trace(random_image(rng)).hidden["resid"]
     whole = project(lens.adapter.readout, hidden, chunk_rows=hidden[..., 0].numel())
     np.testing.assert_allclose(project(lens.adapter.readout, hidden, chunk_rows=7), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_rank_index_counts_like_rank_of_with_ties_and_removed_tokens(rng):
+    model = make_model("vit")
+    with torch.no_grad():
+        model.head.weight[4:8] = model.head.weight[0]  # classes 0, 4..7 tie on every token
+        model.head.bias[4:8] = model.head.bias[0]
+    lens = vl.Lens(model)
+    trace = lens.trace(random_image(rng), drop_tokens=[lens.tokens.n_prefix])
+    index = trace.rank_index("attn")
+    for cls in range(lens.num_classes):
+        np.testing.assert_array_equal(index.rank(cls), trace.rank(cls, "attn"))
+        np.testing.assert_array_equal(index.identifiability(cls), trace.identifiability(cls, "attn"))
+    assert (index.rank(5) == index.rank(0)).all() and index.rank(0).max() > 0

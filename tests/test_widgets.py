@@ -229,8 +229,28 @@ def test_a_class_change_computes_its_slice_once(explorer, sent, monkeypatch):
     request = {"type": "slices", "id": 3, "site": "mlp", "metric": "identifiability", "classes": [new]}
     view._handle_message(view, request, [])
     view.cls = new
-    assert calls == [("mlp", "identifiability", [new])]
+    assert [call[:3] for call in calls] == [("mlp", "identifiability", [new])]
     np.testing.assert_array_equal(view.current_slice(), real(view.trace, "mlp", "identifiability", [new])[0])
+
+
+def test_identifiability_slices_use_one_rank_index_per_trace_and_site(explorer, sent):
+    """Class changes read ranks from the view's sorted logits; the numbers are the trace's own."""
+    view = explorer.view
+    view.site = "attn"
+    view._recent_slices.clear()
+    for cls in range(view.lens.num_classes):
+        view._handle_message(
+            view, {"type": "slices", "id": cls, "site": "attn", "metric": "identifiability", "classes": [cls]}, []
+        )
+        header, buffers = sent[-1]
+        got = np.frombuffer(buffers[0], dtype=np.float32).reshape(header["rows"], header["tokens"])
+        np.testing.assert_array_equal(got, view.trace.identifiability(cls, "attn"))
+    trace, site, index = view._rank_index
+    assert trace is view.trace and site == "attn"
+    view._handle_message(
+        view, {"type": "slices", "id": 99, "site": "resid", "metric": "identifiability", "classes": [1]}, []
+    )
+    assert view._rank_index[1] == "resid" and view._rank_index[2] is not index  # one index at a time
 
 
 def test_logits_table_reply_carries_every_class_and_the_log_partition(explorer, sent):

@@ -5,7 +5,7 @@ from .classes import ClassNames
 from .lens import Lens
 from .loading import WeightsUnavailableError, load_state_dict
 from .preprocess import Preprocessor
-from .trace import SITES, Prediction, TokenLayout, TopK, Trace, TraceBatch, layer_row
+from .trace import SITES, Prediction, RankIndex, TokenLayout, TopK, Trace, TraceBatch, layer_row
 
 __all__ = [
     "SITES",
@@ -15,6 +15,7 @@ __all__ = [
     "ModelAdapter",
     "Prediction",
     "Preprocessor",
+    "RankIndex",
     "TokenLayout",
     "TopK",
     "Trace",

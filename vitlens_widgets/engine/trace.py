@@ -299,6 +299,15 @@ class Trace:
         """
         return identifiability_from_rank(self.rank(cls, site), self.num_classes)
 
+    def rank_index(self, site: str = "resid") -> RankIndex:
+        """A :class:`RankIndex` over this site's logits: for many classes' ranks in a row (not cached here).
+
+        Example:
+            >>> index = trace.rank_index("resid")
+            >>> ranks = [index.rank(c) for c in range(trace.num_classes)]
+        """
+        return RankIndex(self.logits(site), self.dropped)
+
     def topk(self, k: int = 5, site: str = "resid", layer: int | None = None) -> TopK:
         """The ``k`` highest classes per token, ``[T, k]`` at one layer or ``[rows, T, k]`` for all.
 
@@ -368,6 +377,40 @@ def rank_of(logits: np.ndarray, cls: int | np.ndarray) -> np.ndarray:
     index = index.reshape(index.shape + (1,) * (logits.ndim - index.ndim))
     target = np.take_along_axis(logits, index, axis=-1)
     return np.count_nonzero(logits > target, axis=-1).astype(np.int32)
+
+
+class RankIndex:
+    """One site's logits with every token's row sorted once, so any class's rank is a binary search.
+
+    Counts exactly what :func:`rank_of` counts (classes with a strictly greater
+    logit, ties favouring the class) for about a hundredth of the cost per class,
+    after a sort that costs about ten classes; it holds one more ``[rows, T, C]``
+    float32 array. The explorer keeps one for the site on screen.
+
+    Example:
+        >>> index = trace.rank_index("resid")
+        >>> (index.rank(3) == trace.rank(3, "resid")).all()
+        True
+    """
+
+    def __init__(self, logits: np.ndarray, dropped: np.ndarray | None = None):
+        self.logits = logits
+        self.dropped = dropped
+        self._sorted = torch.from_numpy(np.sort(logits, axis=-1))
+
+    @property
+    def num_classes(self) -> int:
+        return self.logits.shape[-1]
+
+    def rank(self, cls: int) -> np.ndarray:
+        """int32 ``[rows, T]``: like :meth:`Trace.rank` (-1 for removed tokens)."""
+        values = torch.from_numpy(np.ascontiguousarray(self.logits[..., cls : cls + 1]))
+        at_most = torch.searchsorted(self._sorted, values, right=True)[..., 0]
+        return mark_dropped((self.num_classes - at_most).to(torch.int32).numpy(), self.dropped)
+
+    def identifiability(self, cls: int) -> np.ndarray:
+        """float32 ``[rows, T]``: like :meth:`Trace.identifiability`."""
+        return identifiability_from_rank(self.rank(cls), self.num_classes)
 
 
 def mark_dropped(rank: np.ndarray, dropped: np.ndarray | None) -> np.ndarray:

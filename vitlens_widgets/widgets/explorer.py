@@ -13,7 +13,7 @@ import traitlets
 
 from ..engine.lens import Lens
 from ..engine.preprocess import ImageLike
-from ..engine.trace import SITES, Trace, layer_numbers
+from ..engine.trace import SITES, RankIndex, Trace, layer_numbers
 from .payload import METRICS, layout_dict, metric_slices, png_bytes, prefetch_classes, token_memories, token_topk
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -80,6 +80,7 @@ class ExplorerView(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.lens = lens
         self._recent_slices: OrderedDict[tuple[int, str, str, int], tuple[Trace, np.ndarray]] = OrderedDict()
+        self._rank_index: tuple[Trace, str, RankIndex] | None = None  # for the trace and site last asked about
         self._images = list(images)
         self.trace: Trace = lens.trace(self._images[0])
         self.base_trace: Trace = self.trace
@@ -351,7 +352,8 @@ class ExplorerView(anywidget.AnyWidget):
         (the view's request, then the trajectories' redraw when the trait syncs)."""
         missing = [c for c in classes if self._recent_slices.get((id(trace), site, metric, c), (None,))[0] is not trace]
         if missing:
-            for c, data in zip(missing, metric_slices(trace, site, metric, missing)):
+            index = self._index_for(trace, site) if metric == "identifiability" else None
+            for c, data in zip(missing, metric_slices(trace, site, metric, missing, index)):
                 self._recent_slices[(id(trace), site, metric, c)] = (trace, data)
         out = np.stack([self._recent_slices[(id(trace), site, metric, c)][1] for c in classes])
         for c in classes:
@@ -359,6 +361,12 @@ class ExplorerView(anywidget.AnyWidget):
         while len(self._recent_slices) > RECENT_SLICES:
             self._recent_slices.popitem(last=False)
         return out
+
+    def _index_for(self, trace: Trace, site: str) -> RankIndex:
+        """The sorted logits of one trace and site (one at a time: 10 MB for ViT-B/16), so a class is a binary search."""
+        if self._rank_index is None or self._rank_index[0] is not trace or self._rank_index[1] != site:
+            self._rank_index = (trace, site, trace.rank_index(site))
+        return self._rank_index[2]
 
     @property
     def perturbed(self) -> bool:

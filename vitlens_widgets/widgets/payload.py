@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from ..engine.trace import SITES, Trace, check_site
+from ..engine.trace import SITES, RankIndex, Trace, check_site
 
 METRICS: tuple[str, ...] = ("identifiability", "probability", "logit")
 TOPK = 5
@@ -24,12 +24,19 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def metric_slices(trace: Trace, site: str, metric: str, classes: Sequence[int]) -> np.ndarray:
-    """float32 ``[len(classes), rows, T]``: ``metric`` of each class at every layer and token of ``site``."""
+def metric_slices(
+    trace: Trace, site: str, metric: str, classes: Sequence[int], index: RankIndex | None = None
+) -> np.ndarray:
+    """float32 ``[len(classes), rows, T]``: ``metric`` of each class at every layer and token of ``site``.
+
+    ``index``, a :class:`RankIndex` of this trace and site, makes identifiability a binary search.
+    """
     check_site(site)
     check_metric(metric)
     classes = [trace.class_names.index(int(c)) for c in classes]
     if metric == "identifiability":
+        if index is not None:
+            return np.stack([index.identifiability(c) for c in classes])
         return np.stack([trace.identifiability(c, site) for c in classes])
     if metric == "probability":
         return trace.class_probs(classes, site)
