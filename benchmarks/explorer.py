@@ -9,8 +9,8 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
 * class change, p50/p95, for a class the kernel pushed ahead of time (prefetched),
   for one the view derives from the site's logits table (which it asks for once,
   after the first paint), and for one that must come from the kernel (tables
-  disabled), with the bare kernel round trip of those requests (message sent ->
-  reply received, without rendering);
+  disabled), with the kernel round trip of those requests (message sent ->
+  reply received, without rendering) and a bare round trip (ping -> pong) beside it;
 * layer change (slider): input to the next painted frame, and the synchronous
   render work alone (state set -> grid painted), p50/p95;
 * first paint: from running the cell (kernel warm) to the painted grid.
@@ -63,6 +63,27 @@ MEASURE_CLASS = (
   await painted;
   await new Promise(r => requestAnimationFrame(() => r()));
   return performance.now() - start;
+}"""
+)
+
+# The bare round trip: a ping the kernel answers with a pong (no work, ~400 bytes each way).
+MEASURE_PING = (
+    """async ([id]) => {
+  await new Promise(r => setTimeout(r, """
+    + str(PAUSE_MS)
+    + """));
+  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  return await new Promise(resolve => {
+    const start = performance.now();
+    const handler = (content) => {
+      if (content?.type === 'pong' && content.id === id) {
+        ui.model.off('msg:custom', handler);
+        resolve(performance.now() - start);
+      }
+    };
+    ui.model.on('msg:custom', handler);
+    ui.model.send({type: 'ping', id});
+  });
 }"""
 )
 
@@ -158,6 +179,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
             )
             from_kernel.append(page.evaluate(MEASURE_CLASS, [(current + 1 + i % (state["n"] - 1)) % state["n"]]))
         round_trips = page.evaluate(LATENCIES)[len(before) :]
+        pings = [page.evaluate(MEASURE_PING, [1_000_000 + i]) for i in range(repeats)]
         layers = [page.evaluate(MEASURE_LAYER, [i % (state["depth"] + 1)]) for i in range(repeats)]
         renders = [page.evaluate(MEASURE_LAYER_RENDER, [(i + 1) % (state["depth"] + 1)]) for i in range(repeats)]
         page.close()
@@ -166,6 +188,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         "class (logits table)": percentiles(from_table) if from_table else "n/a (every class prefetched)",
         "class (from kernel)": percentiles(from_kernel),
         "kernel round trip": percentiles(round_trips),
+        "bare round trip": percentiles(pings),
         "layer change": percentiles(layers),
         "layer render only": percentiles(renders),
         "first paint": f"{first_paint:6.0f}",

@@ -234,7 +234,7 @@ def test_a_class_change_computes_its_slice_once(explorer, sent, monkeypatch):
 
 
 def test_identifiability_slices_use_one_rank_index_per_trace_and_site(explorer, sent):
-    """Class changes read ranks from the view's sorted logits; the numbers are the trace's own."""
+    """Class changes read ranks from the view's rank table; the numbers are the trace's own."""
     view = explorer.view
     view.site = "attn"
     view._recent_slices.clear()
@@ -247,9 +247,11 @@ def test_identifiability_slices_use_one_rank_index_per_trace_and_site(explorer, 
         np.testing.assert_array_equal(got, view.trace.identifiability(cls, "attn"))
     trace, site, index = view._rank_index
     assert trace is view.trace and site == "attn"
-    view._handle_message(
-        view, {"type": "slices", "id": 99, "site": "resid", "metric": "identifiability", "classes": [1]}, []
-    )
+    ask = {"type": "slices", "id": 99, "site": "resid", "metric": "identifiability", "classes": [1]}
+    view._recent_slices.clear()
+    view._handle_message(view, ask, [])
+    assert view._rank_index[1] == "attn"  # one class on a new site: ranked directly, no index yet
+    view._handle_message(view, {**ask, "classes": [2]}, [])
     assert view._rank_index[1] == "resid" and view._rank_index[2] is not index  # one index at a time
 
 

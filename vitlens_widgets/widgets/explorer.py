@@ -80,7 +80,8 @@ class ExplorerView(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.lens = lens
         self._recent_slices: OrderedDict[tuple[int, str, str, int], tuple[Trace, np.ndarray]] = OrderedDict()
-        self._rank_index: tuple[Trace, str, RankIndex] | None = None  # for the trace and site last asked about
+        self._rank_index: tuple[Trace, str, RankIndex] | None = None  # one trace and site at a time
+        self._last_rank_ask: tuple[int, str] | None = None
         self._images = list(images)
         self.trace: Trace = lens.trace(self._images[0])
         self.base_trace: Trace = self.trace
@@ -352,7 +353,7 @@ class ExplorerView(anywidget.AnyWidget):
         (the view's request, then the trajectories' redraw when the trait syncs)."""
         missing = [c for c in classes if self._recent_slices.get((id(trace), site, metric, c), (None,))[0] is not trace]
         if missing:
-            index = self._index_for(trace, site) if metric == "identifiability" else None
+            index = self._index_for(trace, site, len(missing)) if metric == "identifiability" else None
             for c, data in zip(missing, metric_slices(trace, site, metric, missing, index)):
                 self._recent_slices[(id(trace), site, metric, c)] = (trace, data)
         out = np.stack([self._recent_slices[(id(trace), site, metric, c)][1] for c in classes])
@@ -362,10 +363,16 @@ class ExplorerView(anywidget.AnyWidget):
             self._recent_slices.popitem(last=False)
         return out
 
-    def _index_for(self, trace: Trace, site: str) -> RankIndex:
-        """The sorted logits of one trace and site (one at a time: 10 MB for ViT-B/16), so a class is a binary search."""
-        if self._rank_index is None or self._rank_index[0] is not trace or self._rank_index[1] != site:
-            self._rank_index = (trace, site, trace.rank_index(site))
+    def _index_for(self, trace: Trace, site: str, n_classes: int) -> RankIndex | None:
+        """The :class:`RankIndex` of one trace and site, built once it pays: for a request of several
+        classes, or the second request in a row for the same trace and site (a single class alone is
+        cheaper to rank directly, e.g. right after a site change)."""
+        if self._rank_index is not None and self._rank_index[0] is trace and self._rank_index[1] == site:
+            return self._rank_index[2]
+        ask, self._last_rank_ask = self._last_rank_ask, (id(trace), site)
+        if n_classes == 1 and ask != (id(trace), site):
+            return None
+        self._rank_index = (trace, site, trace.rank_index(site))
         return self._rank_index[2]
 
     @property
