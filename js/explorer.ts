@@ -111,6 +111,7 @@ export class ExplorerUI {
   private hovered: number | null = null;
   private timer: number | undefined;
   private layerSync: number | undefined; // pending trait sync of the layer (see syncLayerSoon)
+  private memoriesSoon: number | undefined; // pending memories request (see requestMemoriesSoon)
   private paintSync: number | undefined; // pending trait sync waiting for the kernel's answer (see syncAfterPaint)
   private afterPaint: (() => void) | null = null;
   private topIdx = new Int16Array(0);
@@ -285,11 +286,18 @@ export class ExplorerUI {
     this.setState("perturb_blocks", chosen.length === this.blockBoxes.length ? [] : chosen);
   }
 
+  /** Scrubbing the layer asks for a hovered token's memories once it settles, not once per frame. */
+  private requestMemoriesSoon(): void {
+    window.clearTimeout(this.memoriesSoon);
+    this.memoriesSoon = window.setTimeout(() => this.requestMemories(), LAYER_SYNC_MS);
+  }
+
   private requestMemories(): void {
     if (this.model.get("standalone")) return;
     const token = this.hovered;
     const layer = this.model.get("layer") as number;
     if (token === null || layer < 1) {
+      if (this.memoryPanel.dataset.hint === "1") return; // already shown: no DOM work per frame
       this.memoryPanel.replaceChildren(
         el(
           "span",
@@ -297,8 +305,10 @@ export class ExplorerUI {
           "Memories: hover a token at a block (layer ≥ 1) to see what it activates.",
         ),
       );
+      this.memoryPanel.dataset.hint = "1";
       return;
     }
+    delete this.memoryPanel.dataset.hint;
     const id = ++this.memoryRequest;
     this.model.send({ type: "memories", id, token, layer, site: this.model.get("site") });
   }
@@ -352,7 +362,7 @@ export class ExplorerUI {
       this.render();
       this.requestMemories();
     });
-    on("change:layer", () => this.requestMemories());
+    on("change:layer", () => this.requestMemoriesSoon());
     on("change:site", () => this.requestMemories());
     on("change:error", () => this.showError(this.model.get("error")));
     on("msg:custom", (content: any, buffers: (DataView | ArrayBuffer)[]) => {
@@ -381,6 +391,7 @@ export class ExplorerUI {
     this.cleanups.forEach((fn) => fn());
     this.heartbeat?.stop();
     window.clearInterval(this.timer);
+    window.clearTimeout(this.memoriesSoon);
     if (this.layerSync !== undefined || this.paintSync !== undefined) {
       window.clearTimeout(this.layerSync);
       window.clearTimeout(this.paintSync);
