@@ -11,6 +11,8 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
   after the first paint), and for one that must come from the kernel (tables
   disabled), with the kernel round trip of those requests (message sent ->
   reply received, without rendering) and a bare round trip (ping -> pong) beside it;
+  each change follows a 250 ms pause, and the kernel-served ones are measured once
+  more back to back ("b2b"), where Nagle's algorithm shows without the extension;
 * layer change (slider): input to the next painted frame, and the synchronous
   render work alone (state set -> grid painted), p50/p95;
 * first paint: from running the cell (kernel warm) to the painted grid.
@@ -43,14 +45,12 @@ MODELS = {
 }
 
 # A user's pause before each class change, so that a change does not also measure the
-# trailing work of the previous one (the kernel redrawing the trajectories).
+# trailing work of the previous one (the kernel redrawing the trajectories). The kernel-served
+# changes are also measured back to back (no pause), as when typing quickly in the picker.
 PAUSE_MS = 250
 
-MEASURE_CLASS = (
-    """async ([cls]) => {
-  await new Promise(r => setTimeout(r, """
-    + str(PAUSE_MS)
-    + """));
+MEASURE_CLASS = """async ([cls, pause]) => {
+  await new Promise(r => setTimeout(r, pause));
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
   const layer = ui.model.get('layer');
   const key = `${ui.model.get('image_index')}|${ui.model.get('site')}|${ui.model.get('metric')}|${cls}|${layer}`;
@@ -64,14 +64,10 @@ MEASURE_CLASS = (
   await new Promise(r => requestAnimationFrame(() => r()));
   return performance.now() - start;
 }"""
-)
 
 # The bare round trip: a ping the kernel answers with a pong (no work, ~400 bytes each way).
-MEASURE_PING = (
-    """async ([id]) => {
-  await new Promise(r => setTimeout(r, """
-    + str(PAUSE_MS)
-    + """));
+MEASURE_PING = """async ([id, pause]) => {
+  await new Promise(r => setTimeout(r, pause));
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
   return await new Promise(resolve => {
     const start = performance.now();
@@ -85,7 +81,6 @@ MEASURE_PING = (
     ui.model.send({type: 'ping', id});
   });
 }"""
-)
 
 MEASURE_LAYER = """async ([layer]) => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
@@ -140,6 +135,18 @@ def run_cell(page, index: int) -> None:
     page.keyboard.press("Shift+Enter")
 
 
+def kernel_served(page, n_classes: int, repeats: int, pause_ms: int) -> list[float]:
+    """Class changes that must come from the kernel (no logits table, nothing cached)."""
+    times = []
+    for i in range(repeats):
+        page.evaluate(NO_TABLES)
+        current = page.evaluate(
+            "() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.model.get('cls')"
+        )
+        times.append(page.evaluate(MEASURE_CLASS, [(current + 1 + i % (n_classes - 1)) % n_classes, pause_ms]))
+    return times
+
+
 def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
     root = Path(tempfile.mkdtemp())
     setup = f"import vitlens_widgets as vl\n{MODELS[model]}\nlens.trace(images[0]);"
@@ -168,18 +175,13 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         state = page.evaluate(STATE)
         cached = [c for c, hit in enumerate(state["cached"]) if hit and c != state["cls"]]
         derived = [c for c, hit in enumerate(state["cached"]) if not hit]
-        prefetched = [page.evaluate(MEASURE_CLASS, [cached[i % len(cached)]]) for i in range(repeats)]
-        from_table = [page.evaluate(MEASURE_CLASS, [c]) for c in derived[:repeats]]
+        prefetched = [page.evaluate(MEASURE_CLASS, [cached[i % len(cached)], PAUSE_MS]) for i in range(repeats)]
+        from_table = [page.evaluate(MEASURE_CLASS, [c, PAUSE_MS]) for c in derived[:repeats]]
         before = page.evaluate(LATENCIES)
-        from_kernel = []
-        for i in range(repeats):
-            page.evaluate(NO_TABLES)  # nothing cached: this class must come from the kernel
-            current = page.evaluate(
-                "() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.model.get('cls')"
-            )
-            from_kernel.append(page.evaluate(MEASURE_CLASS, [(current + 1 + i % (state["n"] - 1)) % state["n"]]))
+        from_kernel = kernel_served(page, state["n"], repeats, PAUSE_MS)
         round_trips = page.evaluate(LATENCIES)[len(before) :]
-        pings = [page.evaluate(MEASURE_PING, [1_000_000 + i]) for i in range(repeats)]
+        back_to_back = kernel_served(page, state["n"], repeats, 0)
+        pings = [page.evaluate(MEASURE_PING, [1_000_000 + i, PAUSE_MS]) for i in range(repeats)]
         layers = [page.evaluate(MEASURE_LAYER, [i % (state["depth"] + 1)]) for i in range(repeats)]
         renders = [page.evaluate(MEASURE_LAYER_RENDER, [(i + 1) % (state["depth"] + 1)]) for i in range(repeats)]
         page.close()
@@ -188,6 +190,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         "class (logits table)": percentiles(from_table) if from_table else "n/a (every class prefetched)",
         "class (from kernel)": percentiles(from_kernel),
         "kernel round trip": percentiles(round_trips),
+        "class (kernel, b2b)": percentiles(back_to_back),
         "bare round trip": percentiles(pings),
         "layer change": percentiles(layers),
         "layer render only": percentiles(renders),

@@ -44,6 +44,7 @@ const RELEVANCE: [string, string][] = [
 const PLAY_MS = 700;
 const LAYER_SYNC_MS = 120; // at most one layer trait sync per this many ms (see syncLayerSoon)
 const PAINT_SYNC_MS = 400; // longest a trait sync waits for the kernel's slice (see syncAfterPaint)
+const SETTLE_MS = 60; // how long after that paint the trait sync waits for a further change
 
 let instances = 0;
 
@@ -394,8 +395,7 @@ export class ExplorerUI {
     window.clearTimeout(this.memoriesSoon);
     if (this.layerSync !== undefined || this.paintSync !== undefined) {
       window.clearTimeout(this.layerSync);
-      window.clearTimeout(this.paintSync);
-      this.model.save_changes(); // the kernel still learns the last state shown
+      this.flushSync(); // the kernel still learns the last state shown
     }
     this.grid.dispose();
   }
@@ -408,26 +408,30 @@ export class ExplorerUI {
     window.clearTimeout(this.layerSync);
     this.layerSync = undefined;
     if (this.root.classList.contains("vl-loading")) return this.syncAfterPaint();
-    this.model.save_changes();
+    this.flushSync();
   }
 
   /**
    * While the grid waits for the kernel's slice, the trait sync waits too: it makes the kernel
    * redraw the trajectories, and those messages would otherwise reach the page between the
-   * slice and the frame that shows it. The sync goes out one frame after that paint (or after
-   * PAINT_SYNC_MS if no answer comes).
+   * slice and the frame that shows it, or hold up the kernel when the next class follows at
+   * once. The sync goes out SETTLE_MS after the paint that shows the answer (later if another
+   * class is asked for meanwhile), or after PAINT_SYNC_MS if no answer comes.
    */
   private syncAfterPaint(): void {
-    if (this.paintSync !== undefined) return;
-    const flush = () => {
-      if (this.paintSync === undefined) return;
+    window.clearTimeout(this.paintSync);
+    this.paintSync = window.setTimeout(() => this.flushSync(), PAINT_SYNC_MS);
+    this.afterPaint = () => {
       window.clearTimeout(this.paintSync);
-      this.paintSync = undefined;
-      this.afterPaint = null;
-      this.model.save_changes();
+      this.paintSync = window.setTimeout(() => this.flushSync(), SETTLE_MS);
     };
-    this.paintSync = window.setTimeout(flush, PAINT_SYNC_MS);
-    this.afterPaint = () => requestAnimationFrame(() => window.setTimeout(flush, 0));
+  }
+
+  private flushSync(): void {
+    window.clearTimeout(this.paintSync);
+    this.paintSync = undefined;
+    this.afterPaint = null;
+    this.model.save_changes();
   }
 
   /**
