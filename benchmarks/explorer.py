@@ -14,7 +14,8 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
   each change follows a 250 ms pause, and the kernel-served ones are measured once
   more back to back ("b2b"), where Nagle's algorithm shows without the extension;
 * layer change (slider): input to the next painted frame, and the synchronous
-  render work alone (state set -> grid painted), p50/p95;
+  render work alone (state set -> grid painted), p50/p95; and for real arrow-key
+  presses on the slider, how many were painted in the very next frame (Event Timing);
 * first paint: from running the cell (kernel warm) to the painted grid.
 
 ``--no-busy-favicon`` measures the same with JupyterLab's busy-favicon plugin disabled.
@@ -135,6 +136,28 @@ def run_cell(page, index: int) -> None:
     page.keyboard.press("Shift+Enter")
 
 
+# Event Timing reports an input event's time to the next paint (in steps of 8 ms) when it is at
+# least 16 ms: 16 means painted in the next frame, 24 or more that a frame went by without it.
+OBSERVE_EVENTS = """() => {
+  window.__vlEvents = [];
+  new PerformanceObserver(list => {
+    for (const e of list.getEntries()) if (e.name === 'keydown') window.__vlEvents.push(e.duration);
+  }).observe({type: 'event', durationThreshold: 16});
+}"""
+
+
+def keyboard_layer_changes(page, repeats: int) -> str:
+    """Real arrow-key presses on the Layer slider: how many were painted in the next frame."""
+    page.evaluate(OBSERVE_EVENTS)
+    page.get_by_role("slider", name="Layer").focus()
+    for i in range(repeats):
+        page.keyboard.press("ArrowLeft" if (i // 4) % 2 == 0 else "ArrowRight")
+        page.wait_for_timeout(60)
+    page.wait_for_timeout(500)
+    late = sum(d > 16 for d in page.evaluate("() => window.__vlEvents"))
+    return f"{repeats - late} of {repeats} in the next frame"
+
+
 def kernel_served(page, n_classes: int, repeats: int, pause_ms: int) -> list[float]:
     """Class changes that must come from the kernel (no logits table, nothing cached)."""
     times = []
@@ -184,6 +207,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         pings = [page.evaluate(MEASURE_PING, [1_000_000 + i, PAUSE_MS]) for i in range(repeats)]
         layers = [page.evaluate(MEASURE_LAYER, [i % (state["depth"] + 1)]) for i in range(repeats)]
         renders = [page.evaluate(MEASURE_LAYER_RENDER, [(i + 1) % (state["depth"] + 1)]) for i in range(repeats)]
+        by_keyboard = keyboard_layer_changes(page, repeats)
         page.close()
     return {
         "class (prefetched)": percentiles(prefetched),
@@ -194,6 +218,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         "bare round trip": percentiles(pings),
         "layer change": percentiles(layers),
         "layer render only": percentiles(renders),
+        "layer, arrow keys": by_keyboard,
         "first paint": f"{first_paint:6.0f}",
     }
 
