@@ -21,6 +21,10 @@ export class TokenGrid {
   private patches: HTMLDivElement;
   private cells: HTMLDivElement[] = [];
   private layout: Layout | null = null;
+  private shown: { values: Float32Array | null; scale: ColourScale | null } = {
+    values: null,
+    scale: null,
+  };
   private focusIndex = 0;
   private objectUrl: string | null = null;
 
@@ -110,22 +114,32 @@ export class TokenGrid {
           ? "#000"
           : "#fff";
     }
-    this.cells.forEach((cell, t) => {
-      const v = values?.[t];
-      cell.setAttribute(
-        "aria-description",
-        v === undefined ? "" : `${scale?.label ?? ""} ${v.toFixed(3)}`,
-      );
-    });
+    this.shown = { values, scale };
+    this.describe(this.focusIndex); // the others are described when they get focus
+  }
+
+  /** A cell's value as its accessible description (set on focus, not for every cell each frame). */
+  private describe(token: number): void {
+    const cell = this.cells[token];
+    if (!cell) return;
+    const v = this.shown.values?.[token];
+    const text = v === undefined ? "" : `${this.shown.scale?.label ?? ""} ${v.toFixed(3)}`;
+    if (cell.getAttribute("aria-description") !== text) cell.setAttribute("aria-description", text);
   }
 
   setSelection(selected: number[], highlight: number): void {
+    // Only what changed is written: this runs on every render, and each write restyles the cell.
     this.cells.forEach((cell, t) => {
       const position = selected.indexOf(t);
-      cell.setAttribute("aria-selected", String(position >= 0));
-      cell.style.outlineColor = position >= 0 ? TOKEN_COLOURS[position % TOKEN_COLOURS.length] : "";
-      cell.classList.toggle("vl-selected", position >= 0);
-      cell.classList.toggle("vl-highlight", t === highlight);
+      const isSelected = String(position >= 0);
+      if (cell.getAttribute("aria-selected") !== isSelected)
+        cell.setAttribute("aria-selected", isSelected);
+      const outline = position >= 0 ? TOKEN_COLOURS[position % TOKEN_COLOURS.length] : "";
+      if (cell.style.outlineColor !== outline) cell.style.outlineColor = outline;
+      if (cell.classList.contains("vl-selected") !== position >= 0)
+        cell.classList.toggle("vl-selected", position >= 0);
+      if (cell.classList.contains("vl-highlight") !== (t === highlight))
+        cell.classList.toggle("vl-highlight", t === highlight);
     });
   }
 
@@ -148,6 +162,7 @@ export class TokenGrid {
     cell.addEventListener("mouseenter", () => this.events.hover(token));
     cell.addEventListener("focus", () => {
       this.focusIndex = token;
+      this.describe(token);
       this.events.hover(token);
     });
     cell.addEventListener("click", () => {
