@@ -53,6 +53,11 @@ export function sliceKey(image: number, site: string, metric: string, cls: numbe
   return `${image}|${site}|${metric}|${cls}`;
 }
 
+/** Key of one image's logits table for one site. */
+function tableKey(image: number, site: string): string {
+  return `${image}|${site}`;
+}
+
 /** Every class logit of one site of one image, so any class's slice can be derived in the browser. */
 export interface LogitsTable {
   logits: Float32Array; // [rows, tokens, classes]
@@ -146,7 +151,7 @@ export function sliceFromLogits(table: LogitsTable, metric: string, cls: number)
 
 export class SliceStore {
   private cache = new Map<string, Float32Array>();
-  private tables = new Map<string, LogitsTable>(); // `${image}|${site}` -> every class logit
+  private tables = new Map<string, LogitsTable>(); // tableKey -> every class logit
   private tableRequests = new Map<number, string>(); // request id -> table key
   private tablesUnavailable = false; // the kernel declined (too large) or cannot answer
   private version = 0;
@@ -170,7 +175,7 @@ export class SliceStore {
     const key = sliceKey(image, site, metric, cls);
     const cached = this.cache.get(key);
     if (cached) return cached;
-    const table = this.tables.get(`${image}|${site}`);
+    const table = this.tables.get(tableKey(image, site));
     if (!table || cls < 0 || cls >= table.classes) return undefined;
     const slice = sliceFromLogits(table, metric, cls);
     this.cache.set(key, slice);
@@ -180,13 +185,13 @@ export class SliceStore {
   /** Whether a slice is cached or derivable without asking the kernel. */
   has(image: number, site: string, metric: string, cls: number): boolean {
     return (
-      this.cache.has(sliceKey(image, site, metric, cls)) || this.tables.has(`${image}|${site}`)
+      this.cache.has(sliceKey(image, site, metric, cls)) || this.tables.has(tableKey(image, site))
     );
   }
 
   /** Ask once for every class logit of a site, so later class changes never wait on the kernel. */
   requestTable(image: number, site: string): void {
-    const key = `${image}|${site}`;
+    const key = tableKey(image, site);
     if (this.tablesUnavailable || this.tables.has(key)) return;
     if ([...this.tableRequests.values()].includes(key)) return;
     const id = this.nextId++;
@@ -300,7 +305,7 @@ export class SliceStore {
       this.onError(`malformed logits reply for ${reply.site}`);
       return;
     }
-    const key = `${reply.image_index}|${reply.site}`;
+    const key = tableKey(reply.image_index, reply.site);
     const table: LogitsTable = {
       logits,
       logPartition,
