@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +72,15 @@ def test_api_reference_builds_without_warnings(tmp_path):
     assert (tmp_path / "vitlens_widgets.html").is_file() and (tmp_path / "vitlens_widgets" / "analysis.html").is_file()
     assert "save_traces" in (tmp_path / "vitlens_widgets.html").read_text()
     assert vl.__version__
+
+
+def test_relevance_regimes_page_matches_its_recorded_run():
+    """docs/relevance_regimes.md is what the experiment's --report writes from the recorded results."""
+    root = Path(__file__).resolve().parents[1]
+    script = root / "training" / "experiments" / "relevance_regimes.py"
+    spec = importlib.util.spec_from_file_location("relevance_regimes", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = (root / "docs" / "relevance_regimes.md").read_text()
+    assert page == module.report(module.RESULTS) + "\n"
+    assert "0 of them" in page  # the finding the docs and the closing note rely on
