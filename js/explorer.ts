@@ -42,7 +42,9 @@ const RELEVANCE: [string, string][] = [
   ["random", "random"],
 ];
 const PLAY_MS = 700;
-const LAYER_SYNC_MS = 120; // at most one layer trait sync per this many ms (see syncLayerSoon)
+const LAYER_SETTLE_MS = 250; // the layer trait sync waits for scrubbing to pause this long (see syncLayerSoon)
+const LAYER_SYNC_MAX_MS = 1000; // but at most this long after the first change it has not sent
+const MEMORIES_SETTLE_MS = 120; // the memories request waits for the layer to settle this long
 const PAINT_SYNC_MS = 400; // longest a trait sync waits for the kernel's slice (see syncAfterPaint)
 const SETTLE_MS = 60; // how long after that paint the trait sync waits for a further change
 
@@ -112,6 +114,7 @@ export class ExplorerUI {
   private hovered: number | null = null;
   private timer: number | undefined;
   private layerSync: number | undefined; // pending trait sync of the layer (see syncLayerSoon)
+  private layerSyncBy = 0; // performance.now() by which that pending sync goes out at the latest
   private memoriesSoon: number | undefined; // pending memories request (see requestMemoriesSoon)
   private paintSync: number | undefined; // pending trait sync waiting for the kernel's answer (see syncAfterPaint)
   private afterPaint: (() => void) | null = null;
@@ -290,7 +293,7 @@ export class ExplorerUI {
   /** Scrubbing the layer asks for a hovered token's memories once it settles, not once per frame. */
   private requestMemoriesSoon(): void {
     window.clearTimeout(this.memoriesSoon);
-    this.memoriesSoon = window.setTimeout(() => this.requestMemories(), LAYER_SYNC_MS);
+    this.memoriesSoon = window.setTimeout(() => this.requestMemories(), MEMORIES_SETTLE_MS);
   }
 
   private requestMemories(): void {
@@ -435,16 +438,25 @@ export class ExplorerUI {
   }
 
   /**
-   * The layer is drawn at once but told to the kernel at most every LAYER_SYNC_MS: scrubbing or
-   * playing then costs one kernel round trip (and one trajectory-marker redraw) per interval,
-   * not one per step, and the kernel's echo never competes with the next frame's paint.
+   * The layer is drawn at once but told to the kernel only once scrubbing pauses for
+   * LAYER_SETTLE_MS (or LAYER_SYNC_MAX_MS after the first unsent change, so that a long scrub or
+   * play still moves the trajectory marker). Each sync costs a kernel round trip: the kernel's
+   * echo, its busy/idle status and the marker redraw reach the page as several messages and
+   * take CPU (page, kernel and server) just when the next key press wants its frame. With a
+   * sync every 120 ms while scrubbing, 13-19 of 100 arrow-key presses (one per 60 ms, ViT-B/16,
+   * two cores) were not painted in the next frame (benchmarks/explorer.py); now 1-3.
    */
   private syncLayerSoon(): void {
-    if (this.layerSync !== undefined) return;
-    this.layerSync = window.setTimeout(() => {
-      this.layerSync = undefined;
-      this.model.save_changes();
-    }, LAYER_SYNC_MS);
+    const now = performance.now();
+    if (this.layerSync === undefined) this.layerSyncBy = now + LAYER_SYNC_MAX_MS;
+    window.clearTimeout(this.layerSync);
+    this.layerSync = window.setTimeout(
+      () => {
+        this.layerSync = undefined;
+        this.model.save_changes();
+      },
+      Math.max(0, Math.min(LAYER_SETTLE_MS, this.layerSyncBy - now)),
+    );
   }
 
   private get layout(): Layout {
