@@ -38,7 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from vitlens_widgets.data.shapes import CLASS_NAMES, shapes
 from vitlens_widgets.demo.model import MEAN, STD, build_demo_model
-from vitlens_widgets.demo.train import TEST_SEED, TRAIN_SEED, VAL_SEED, augment, learning_rate, save_weights
+from vitlens_widgets.demo.train import (
+    TEST_SEED,
+    TRAIN_SEED,
+    VAL_SEED,
+    augment,
+    learning_rate,
+    parameter_groups,
+    save_weights,
+)
 from vitlens_widgets.engine.lens import Lens
 from vitlens_widgets.explain.evaluate import score_maps
 from vitlens_widgets.explain.relevance import METHODS, relevance
@@ -95,9 +103,7 @@ def train(spec: dict, device: torch.device, log, train_images: int) -> torch.nn.
     images, labels = torch.from_numpy(train_set.images).to(device), torch.from_numpy(train_set.labels).to(device)
     val_images, val_labels = torch.from_numpy(val_set.images).to(device), torch.from_numpy(val_set.labels).to(device)
     model = build_demo_model(**({"depth": spec["depth"]} if "depth" in spec else {})).to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}])
+    optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay=0.05))
     started = time.perf_counter()
     model.train()
     for step in range(steps):

@@ -66,6 +66,13 @@ def learning_rate(step: int, args: argparse.Namespace) -> float:
     return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: weight decay on weight matrices, none on biases, norms or the position embedding."""
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     model.eval()
@@ -89,11 +96,7 @@ def train(args: argparse.Namespace) -> dict:
     print(f"generated {len(labels)} training images in {time.perf_counter() - started:.1f}s", flush=True)
 
     model = build_demo_model()
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
-    )
+    optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr)
     log_path = args.log or args.out.with_suffix(".log.jsonl")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("w")
