@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -14,9 +13,17 @@ import traitlets
 from ..engine.lens import Lens
 from ..engine.preprocess import ImageLike
 from ..engine.trace import SITES, RankIndex, Trace, layer_numbers
-from .payload import METRICS, layout_dict, metric_slices, png_bytes, prefetch_classes, token_memories, token_topk
+from .payload import (
+    METRICS,
+    STATIC,
+    layout_dict,
+    metric_slices,
+    png_bytes,
+    prefetch_classes,
+    token_memories,
+    token_topk,
+)
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
 BUNDLE = STATIC / "explorer.js"
 STYLES = STATIC / "explorer.css"
 LOGITS_TABLE_BYTES = 32 * 2**20  # largest logits table sent to the view in one message (ViT-B/16: 10 MB)

@@ -13,9 +13,8 @@ import numpy as np
 from ..engine.lens import Lens
 from ..engine.preprocess import ImageLike
 from ..engine.trace import SITES, Trace
-from .payload import METRICS, layout_dict, metric_slices, png_bytes, prefetch_classes, token_topk
+from .payload import METRICS, STATIC, layout_dict, metric_slices, png_bytes, prefetch_classes, token_topk
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
 SMALL_MODEL_CLASSES = 64  # up to this many classes, every class is exported
 LARGE_MODEL_CLASSES = 16  # otherwise, the prediction and the top alternatives
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..engine.trace import SITES, RankIndex, Trace, check_site
 
+STATIC = Path(__file__).resolve().parent.parent / "static"  # the built front end, its styles and colour maps
 METRICS: tuple[str, ...] = ("identifiability", "probability", "logit")
 TOPK = 5
 
@@ -29,7 +31,7 @@ def metric_slices(
 ) -> np.ndarray:
     """float32 ``[len(classes), rows, T]``: ``metric`` of each class at every layer and token of ``site``.
 
-    ``index``, a :class:`RankIndex` of this trace and site, makes identifiability a binary search.
+    ``index``, a :class:`RankIndex` of this trace and site, makes identifiability a table lookup.
     """
     check_site(site)
     check_metric(metric)

@@ -13,16 +13,15 @@ import html
 import io
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..engine.trace import Trace, layer_numbers, layer_row
-from .payload import metric_slices
+from .payload import STATIC, metric_slices
 
 # The front end's colour stops (js/colors.ts reads the same file), so the picture matches the widget.
-_COLORMAPS = json.loads((Path(__file__).resolve().parent.parent / "static" / "colormaps.json").read_text())
+_COLORMAPS = json.loads((STATIC / "colormaps.json").read_text())
 VIRIDIS = np.array(_COLORMAPS["viridis"], dtype=np.float32)
 DIVERGING = np.array(_COLORMAPS["diverging"], dtype=np.float32)
 LINE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
