@@ -136,10 +136,8 @@ export class TokenGrid {
         cell.setAttribute("aria-selected", isSelected);
       const outline = position >= 0 ? TOKEN_COLOURS[position % TOKEN_COLOURS.length] : "";
       if (cell.style.outlineColor !== outline) cell.style.outlineColor = outline;
-      if (cell.classList.contains("vl-selected") !== position >= 0)
-        cell.classList.toggle("vl-selected", position >= 0);
-      if (cell.classList.contains("vl-highlight") !== (t === highlight))
-        cell.classList.toggle("vl-highlight", t === highlight);
+      cell.classList.toggle("vl-selected", position >= 0); // a no-op when the class is already so
+      cell.classList.toggle("vl-highlight", t === highlight);
     });
   }
 
