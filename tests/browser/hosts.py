@@ -1,0 +1,225 @@
+"""The explorer in each notebook host, as a Playwright page: Jupyter Notebook 7 and marimo.
+
+Every host runs the same kernel code (:data:`EXPLORE`) and answers the same two probes, so one test
+body covers them all: :meth:`Host.report` asks the kernel for the widget's traits (view → Python),
+:meth:`Host.set_layer_one` moves the layer from Python (Python → view). Selectors go through
+Playwright locators, which pierce marimo's shadow DOM (``document.querySelector`` does not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page
+
+from .jupyter import free_port, write_notebook
+
+EXPLORE = """\
+import anywidget
+import vitlens_widgets as vl
+
+lens = vl.Lens.demo()
+images = vl.data.shapes(3, seed=2).images
+explorer = vl.explore(lens, images)
+# until vl.explore returns one anywidget (issue 13), its grid view is the anywidget every host can show
+widget = explorer if isinstance(explorer, anywidget.AnyWidget) else explorer.view"""
+
+REPORT = 'f"kernel layer={widget.layer} cls={widget.cls}"'  # what the kernel holds, as one line of text
+SET_LAYER = "widget.layer = 1"
+REPORT_PATTERN = re.compile(r"kernel layer=(-?\d+) cls=(\d+)")
+
+
+@dataclass
+class Host:
+    """A notebook host with the explorer shown in ``page``; ``report``/``set_layer_one`` run kernel code."""
+
+    name: str
+    page: Page
+    _report: Callable[[], str] = field(repr=False)
+    _set_layer: Callable[[], None] = field(repr=False)
+    errors: list[str] = field(default_factory=list)
+
+    def report(self) -> tuple[int, int]:
+        """The widget's ``(layer, cls)`` as the kernel sees them now."""
+        match = REPORT_PATTERN.search(self._report())
+        assert match, "the kernel's report did not arrive"
+        return int(match[1]), int(match[2])
+
+    def set_layer_one(self) -> None:
+        """``widget.layer = 1`` in the kernel."""
+        self._set_layer()
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], ready_url: str, log: Path, timeout: float = 90) -> Iterator[subprocess.Popen]:
+    """Run a web server until ``ready_url`` answers; stop it on exit."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JUPYTER_PLATFORM_DIRS": "1", "MARIMO_SKIP_UPDATE_CHECK": "1"}
+    process = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{cmd[2]} exited: {log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(ready_url, timeout=2):
+                break
+            if time.time() > deadline:
+                raise TimeoutError(f"{cmd[2]} did not start in {timeout}s: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def new_page(browser: Browser) -> tuple[Page, list[str]]:
+    """A page that records console errors and uncaught exceptions."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page, errors
+
+
+def wait_for_explorer(page: Page, timeout: float = 180_000) -> None:
+    """Until the explorer's grid is painted (the view drops ``vl-loading`` after its first frame)."""
+    page.locator(".vl-explorer canvas.vl-heat").wait_for(timeout=timeout)
+    page.locator(".vl-explorer:not(.vl-loading)").wait_for(timeout=60_000)
+
+
+@contextlib.contextmanager
+def notebook7(browser: Browser, root: Path) -> Iterator[Host]:
+    """Jupyter Notebook 7 (``jupyter notebook``) with a notebook whose first cell shows ``explorer``."""
+    write_notebook(root / "explore.ipynb", [f"{EXPLORE}\nexplorer", f"print({REPORT})", SET_LAYER])
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [
+        sys.executable,
+        "-m",
+        "notebook",
+        "--no-browser",
+        f"--ServerApp.port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--allow-root",
+    ]
+    base = f"http://127.0.0.1:{port}"
+    with serving(cmd, f"{base}/api/status?token={token}", root / "notebook.log"):
+        page, errors = new_page(browser)
+        page.goto(f"{base}/notebooks/explore.ipynb?token={token}")
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        cells.first.wait_for(timeout=120_000)
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
+        page.wait_for_timeout(1000)  # the kernel connection settles
+        errors.clear()  # Notebook 7.6 itself throws "reading 'schema'" while loading its settings
+        run_cell(page, 0)
+        wait_for_explorer(page)
+
+        def report() -> str:
+            run_cell(page, 1)
+            return cells.nth(1).locator(".jp-OutputArea-output").inner_text()
+
+        yield Host("notebook7", page, report, lambda: run_cell(page, 2), errors)
+        page.close()
+
+
+def run_cell(page: Page, index: int, timeout: float = 180) -> None:
+    """Run one notebook cell (JupyterLab or Notebook 7) and wait for its new execution count."""
+    prompt = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputArea-prompt")
+    before = prompt.inner_text()
+    prompt.click()  # command mode on this cell, whatever had focus
+    page.keyboard.press("Shift+Enter")
+    deadline = time.time() + timeout
+    while not (re.fullmatch(r"\[\d+\]:", now := prompt.inner_text()) and now != before):
+        if time.time() > deadline:
+            raise TimeoutError(f"cell {index} did not finish in {timeout} s (prompt {now!r})")
+        time.sleep(0.1)
+
+
+MARIMO_APP = """\
+import marimo
+
+app = marimo.App(width="full")
+
+
+@app.cell
+def _():
+    import marimo as mo
+
+    return (mo,)
+
+
+@app.cell
+def _():
+{explore}
+    return explorer, widget
+
+
+@app.cell
+def _(widget):
+    widget  # shown as-is: marimo wraps any AnyWidget in mo.ui.anywidget
+    return
+
+
+@app.cell
+def _(mo, widget):
+    report = mo.ui.button(label="Report traits", value=0, on_click=lambda n: n + 1)
+    set_layer = mo.ui.button(label="Layer 1 from Python", on_click=lambda _: setattr(widget, "layer", 1))
+    mo.hstack([report, set_layer])
+    return (report,)
+
+
+@app.cell
+def _(mo, report, widget):
+    mo.plain_text(f"report {{report.value}}: " + {report})  # rerun by each click
+    return
+
+
+if __name__ == "__main__":
+    app.run()
+"""
+
+
+@contextlib.contextmanager
+def marimo(browser: Browser, root: Path) -> Iterator[Host]:
+    """``marimo run`` of an app whose cell shows ``widget``, with two buttons for the kernel probes."""
+    app = root / "explore_app.py"
+    app.write_text(MARIMO_APP.format(explore=textwrap.indent(EXPLORE, "    "), report=REPORT))
+    port = free_port()
+    cmd = [sys.executable, "-m", "marimo", "run", str(app), "--headless", "--host=127.0.0.1", f"--port={port}"]
+    cmd += ["--no-token", "--no-sandbox"]
+    base = f"http://127.0.0.1:{port}"
+    with serving(cmd, f"{base}/health", root / "marimo.log"):
+        page, errors = new_page(browser)
+        page.goto(base)
+        wait_for_explorer(page)
+
+        clicks = iter(range(1, 1_000))
+
+        def report() -> str:
+            page.get_by_role("button", name="Report traits").click()
+            line = page.get_by_text(re.compile(rf"^report {next(clicks)}: "))
+            line.wait_for(timeout=30_000)
+            return line.inner_text()
+
+        def set_layer() -> None:
+            page.get_by_role("button", name="Layer 1 from Python").click()
+
+        yield Host("marimo", page, report, set_layer, errors)
+        page.close()
+
+
+HOSTS = {"notebook7": notebook7, "marimo": marimo}
