@@ -1,4 +1,4 @@
-"""The explorer in each notebook host, as a Playwright page: Jupyter Notebook 7 and marimo.
+"""The explorer in each host, as a Playwright page: JupyterLab 4, Notebook 7, marimo and the exported page.
 
 Every host runs the same kernel code (:data:`EXPLORE`) and answers the same two probes, so one test
 body covers them all: :meth:`Host.report` asks the kernel for the widget's traits (view → Python),
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page
 
-from .jupyter import free_port, write_notebook
+from .jupyter import free_port, running_lab, write_notebook
 
 EXPLORE = """\
 import anywidget
@@ -46,18 +46,24 @@ class Host:
 
     name: str
     page: Page
-    _report: Callable[[], str] = field(repr=False)
-    _set_layer: Callable[[], None] = field(repr=False)
+    _report: Callable[[], str] | None = field(repr=False)  # None: no kernel (the exported page)
+    _set_layer: Callable[[], None] | None = field(repr=False)
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def has_kernel(self) -> bool:
+        return self._report is not None
 
     def report(self) -> tuple[int, int]:
         """The widget's ``(layer, cls)`` as the kernel sees them now."""
+        assert self._report, f"{self.name} has no kernel"
         match = REPORT_PATTERN.search(self._report())
         assert match, "the kernel's report did not arrive"
         return int(match[1]), int(match[2])
 
     def set_layer_one(self) -> None:
         """``widget.layer = 1`` in the kernel."""
+        assert self._set_layer, f"{self.name} has no kernel"
         self._set_layer()
 
 
@@ -103,37 +109,46 @@ def wait_for_explorer(page: Page, timeout: float = 180_000) -> None:
 @contextlib.contextmanager
 def notebook7(browser: Browser, root: Path) -> Iterator[Host]:
     """Jupyter Notebook 7 (``jupyter notebook``) with a notebook whose first cell shows ``explorer``."""
-    write_notebook(root / "explore.ipynb", [f"{EXPLORE}\nexplorer", f"print({REPORT})", SET_LAYER])
+    write_explore_notebook(root / "explore.ipynb")
     port, token = free_port(), secrets.token_hex(16)
-    cmd = [
-        sys.executable,
-        "-m",
-        "notebook",
-        "--no-browser",
-        f"--ServerApp.port={port}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        "--allow-root",
-    ]
+    cmd = [sys.executable, "-m", "notebook", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1"]
+    cmd += [f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"]
     base = f"http://127.0.0.1:{port}"
     with serving(cmd, f"{base}/api/status?token={token}", root / "notebook.log"):
-        page, errors = new_page(browser)
-        page.goto(f"{base}/notebooks/explore.ipynb?token={token}")
-        cells = page.locator(".jp-Notebook .jp-Cell")
-        cells.first.wait_for(timeout=120_000)
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
-        page.wait_for_timeout(1000)  # the kernel connection settles
-        errors.clear()  # Notebook 7.6 itself throws "reading 'schema'" while loading its settings
-        run_cell(page, 0)
-        wait_for_explorer(page)
+        yield from jupyter_host("notebook7", browser, f"{base}/notebooks/explore.ipynb?token={token}")
 
-        def report() -> str:
-            run_cell(page, 1)
-            return cells.nth(1).locator(".jp-OutputArea-output").inner_text()
 
-        yield Host("notebook7", page, report, lambda: run_cell(page, 2), errors)
-        page.close()
+@contextlib.contextmanager
+def jupyterlab(browser: Browser, root: Path) -> Iterator[Host]:
+    """JupyterLab 4 with the same notebook (server from :mod:`.jupyter`)."""
+    write_explore_notebook(root / "explore.ipynb")
+    with running_lab(root) as lab:
+        yield from jupyter_host("jupyterlab", browser, lab.url("explore.ipynb"))
+
+
+def write_explore_notebook(path: Path) -> None:
+    """Cell 0 shows the explorer, cell 1 prints the kernel's report, cell 2 sets the layer from Python."""
+    write_notebook(path, [f"{EXPLORE}\nexplorer", f"print({REPORT})", SET_LAYER])
+
+
+def jupyter_host(name: str, browser: Browser, url: str) -> Iterator[Host]:
+    """Open a notebook written by :func:`write_explore_notebook` and run its first cell (Lab or Notebook 7)."""
+    page, errors = new_page(browser)
+    page.goto(url)
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    cells.first.wait_for(timeout=120_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)  # the kernel connection settles
+    errors.clear()  # Notebook 7.6 itself throws "reading 'schema'" while loading its settings
+    run_cell(page, 0)
+    wait_for_explorer(page)
+
+    def report() -> str:
+        run_cell(page, 1)
+        return cells.nth(1).locator(".jp-OutputArea-output").inner_text()
+
+    yield Host(name, page, report, lambda: run_cell(page, 2), errors)
+    page.close()
 
 
 def run_cell(page: Page, index: int, timeout: float = 180) -> None:
@@ -222,4 +237,18 @@ def marimo(browser: Browser, root: Path) -> Iterator[Host]:
         page.close()
 
 
-HOSTS = {"notebook7": notebook7, "marimo": marimo}
+@contextlib.contextmanager
+def exported(browser: Browser, root: Path) -> Iterator[Host]:
+    """The page ``vl.export_html`` writes, opened from disk: the same view, no kernel."""
+    import vitlens_widgets as vl
+
+    path = root / "explorer.html"
+    vl.export_html(vl.Lens.demo(), vl.data.shapes(3, seed=2).images, path)
+    page, errors = new_page(browser)
+    page.goto(path.as_uri())
+    wait_for_explorer(page)
+    yield Host("exported", page, None, None, errors)
+    page.close()
+
+
+HOSTS = {"jupyterlab": jupyterlab, "notebook7": notebook7, "marimo": marimo, "exported": exported}

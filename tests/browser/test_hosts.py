@@ -1,4 +1,4 @@
-"""The explorer in Jupyter Notebook 7 and marimo, driven in Debian's Chromium and checked on values."""
+"""The explorer in JupyterLab 4, Notebook 7, marimo and the exported page, driven in Debian's Chromium, on values."""
 
 from __future__ import annotations
 
@@ -22,9 +22,6 @@ pytestmark = [
 ]
 
 ONE_WIDGET = issubclass(inspect.signature(vl.explore, eval_str=True).return_annotation, anywidget.AnyWidget)
-needs_browser_trajectories = pytest.mark.xfail(
-    not ONE_WIDGET, reason="issue 13: the trajectories move into the explorer's anywidget", strict=True
-)
 
 HEAT = ".vl-explorer canvas.vl-heat"
 PIXELS = "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"
@@ -37,8 +34,23 @@ OTHER_CLASSES = ("crescent", "heart")  # demo classes; one of them is not the pr
 def host(request, browser, tmp_path_factory):
     started = time.perf_counter()
     with HOSTS[request.param](browser, tmp_path_factory.mktemp(request.param)) as shown:
-        print(f"\n{request.param}: explorer painted {time.perf_counter() - started:.1f} s after the server started")
+        print(f"\n{request.param}: explorer painted {time.perf_counter() - started:.1f} s after start")
         yield shown
+
+
+@pytest.fixture
+def trajectories(host: Host, request) -> Locator:
+    """The explorer's trajectory plot; expected to be missing in kernel hosts until issue 13 lands."""
+    if host.has_kernel and not ONE_WIDGET:
+        request.applymarker(pytest.mark.xfail(reason="issue 13 moves the trajectories into the anywidget", strict=True))
+    return host.page.locator("svg.vl-trajectories")
+
+
+@pytest.fixture
+def kernel(host: Host) -> Host:
+    if not host.has_kernel:
+        pytest.skip(f"{host.name} has no kernel")
+    return host
 
 
 def pixels(page: Page) -> list[int]:
@@ -91,8 +103,8 @@ def test_moving_the_layer_slider_repaints_the_grid(host: Host):
     assert changes(lambda: pixels(page), before) != before
 
 
-def test_the_slider_reaches_python_and_python_moves_the_slider(host: Host):
-    page = host.page
+def test_the_slider_reaches_python_and_python_moves_the_slider(kernel: Host):
+    host, page = kernel, kernel.page
     move_layer(page, "Home")
     deadline = time.time() + 10
     while host.report()[0] != 0 and time.time() < deadline:  # the view syncs the layer once scrubbing pauses
@@ -105,11 +117,16 @@ def test_the_slider_reaches_python_and_python_moves_the_slider(host: Host):
     assert changes(lambda: pixels(page), before) != before
 
 
-def test_picking_a_class_repaints_the_grid_and_reaches_python(host: Host):
+def test_picking_a_class_repaints_the_grid(host: Host):
     page = host.page
     before = pixels(page)
-    target = pick_other_class(page)
+    pick_other_class(page)
     assert changes(lambda: pixels(page), before) != before
+
+
+def test_a_picked_class_reaches_python(kernel: Host):
+    host = kernel
+    target = pick_other_class(host.page)
     expected = vl.Lens.demo().class_index(target)
     deadline = time.time() + 10
     while host.report()[1] != expected and time.time() < deadline:
@@ -117,10 +134,9 @@ def test_picking_a_class_repaints_the_grid_and_reaches_python(host: Host):
     assert host.report()[1] == expected
 
 
-@needs_browser_trajectories
-def test_trajectories_are_one_polyline_per_token_over_every_layer(host: Host):
+def test_trajectories_are_one_polyline_per_token_over_every_layer(host: Host, trajectories: Locator):
     page = host.page
-    assert page.locator("svg.vl-trajectories").count() == 1
+    assert trajectories.count() == 1
     lines = series(page)
     assert -1 in lines  # the mean of the image tokens
     slider = page.get_by_role("slider", name="Layer")
@@ -131,10 +147,9 @@ def test_trajectories_are_one_polyline_per_token_over_every_layer(host: Host):
         assert len(points.split()) == n_layers
 
 
-@needs_browser_trajectories
-def test_picking_a_class_moves_the_trajectories(host: Host):
+def test_picking_a_class_moves_the_trajectories(host: Host, trajectories: Locator):
     page = host.page
-    assert page.locator("svg.vl-trajectories").count() == 1
+    assert trajectories.count() == 1
     before = series(page)
     pick_other_class(page)
     after = changes(lambda: series(page), before)
@@ -142,24 +157,23 @@ def test_picking_a_class_moves_the_trajectories(host: Host):
     assert all(after[t] != before[t] for t in before)
 
 
-@needs_browser_trajectories
-def test_clicking_a_cell_adds_its_trajectory(host: Host):
+def test_clicking_a_cell_adds_its_trajectory(host: Host, trajectories: Locator):
     page = host.page
-    assert page.locator("svg.vl-trajectories").count() == 1
+    assert trajectories.count() == 1
     grid = page.get_by_role("grid", name="Tokens")
     n_prefix = grid.get_by_role("gridcell").count() - 64  # the demo's 8x8 patches follow the prefix tokens
     token = n_prefix + 3 * 8 + 4  # row 4, column 5, row-major
-    assert token not in series(page)
+    before = series(page).keys()
+    assert token not in before
     grid.get_by_role("gridcell", name="patch row 4, column 5").click()
-    assert token in changes(lambda: series(page).keys(), series(page).keys())
+    assert changes(lambda: series(page).keys(), before) == {*before, token}
 
 
-@needs_browser_trajectories
-def test_the_layer_marker_sits_on_the_current_layer(host: Host):
+def test_the_layer_marker_sits_on_the_current_layer(host: Host, trajectories: Locator):
     page = host.page
-    assert page.locator("svg.vl-trajectories").count() == 1
-    marker = page.locator("svg.vl-trajectories line.vl-marker")
-    mean = page.locator("svg.vl-trajectories polyline.vl-series[data-token='-1']")
+    assert trajectories.count() == 1
+    marker = trajectories.locator("line.vl-marker")
+    mean = trajectories.locator("polyline.vl-series[data-token='-1']")
     xs = [float(p.split(",")[0]) for p in mean.get_attribute("points").split()]
     x1 = lambda: float(marker.get_attribute("x1"))  # noqa: E731
     move_layer(page, "End")
