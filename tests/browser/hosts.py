@@ -155,13 +155,23 @@ def run_cell(page: Page, index: int, timeout: float = 180) -> None:
     """Run one notebook cell (JupyterLab or Notebook 7) and wait for its new execution count."""
     prompt = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputArea-prompt")
     before = prompt.inner_text()
-    prompt.click()  # command mode on this cell, whatever had focus
-    page.keyboard.press("Shift+Enter")
+    for _ in range(3):  # a busy page can drop the very first keystroke: press again until the cell is queued
+        prompt.click()  # command mode on this cell, whatever had focus
+        page.keyboard.press("Shift+Enter")
+        if poll(lambda: prompt.inner_text() != before, timeout=10):
+            break
+    if not poll(lambda: re.fullmatch(r"\[\d+\]:", now := prompt.inner_text()) and now != before, timeout):
+        raise TimeoutError(f"cell {index} did not finish in {timeout} s (prompt {prompt.inner_text()!r})")
+
+
+def poll(condition: Callable[[], object], timeout: float) -> bool:
+    """Whether ``condition()`` became true within ``timeout`` seconds."""
     deadline = time.time() + timeout
-    while not (re.fullmatch(r"\[\d+\]:", now := prompt.inner_text()) and now != before):
+    while not condition():
         if time.time() > deadline:
-            raise TimeoutError(f"cell {index} did not finish in {timeout} s (prompt {now!r})")
+            return False
         time.sleep(0.1)
+    return True
 
 
 MARIMO_APP = """\
