@@ -53,6 +53,18 @@ def kernel(host: Host) -> Host:
     return host
 
 
+@pytest.fixture
+def keyboard(host: Host, request) -> Host:
+    """A host whose keys must reach the grid; Notebook 7 takes them until the view marks its focusable elements."""
+    if host.name == "notebook7":
+        reason = (
+            "Lumino matches a command-mode binding's ':focus' selector on the focused cell itself before it sees"
+            " data-lm-suppress-shortcuts on the explorer's root; the attribute must be on every focusable element"
+        )
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+    return host
+
+
 def pixels(page: Page) -> list[int]:
     return page.locator(HEAT).evaluate(PIXELS)
 
@@ -183,18 +195,19 @@ def test_the_layer_marker_sits_on_the_current_layer(host: Host, trajectories: Lo
     assert changes(x1, at_end) == pytest.approx(xs[0], abs=0.5)
 
 
-@pytest.fixture
-def keyboard(host: Host, request) -> Host:
-    """A host whose keys must reach the grid; Notebook 7 takes them until the view marks its focusable elements."""
-    if host.name == "notebook7":
-        reason = (
-            "Lumino matches a command-mode binding's ':focus' selector on the focused cell itself before it sees"
-            " data-lm-suppress-shortcuts on the explorer's root; the attribute must be on every focusable element"
-        )
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-    return host
+def test_only_jupyter_outputs_carry_the_hidden_static_snapshot(kernel: Host):
+    snapshot = kernel.page.locator(".vitlens-snapshot")
+    if kernel.name == "marimo":  # marimo renders the widget itself and never calls _ipython_display_
+        assert snapshot.count() == 0
+    else:  # in the saved output for viewers without a kernel, hidden by the live widget's stylesheet
+        assert snapshot.count() == 1 and not snapshot.is_visible()
 
 
+def test_no_errors_in_the_browser_console(host: Host):
+    assert [e for e in host.errors if "favicon" not in e] == []
+
+
+# Last: in Notebook 7 these keys still edit the notebook (see the keyboard fixture).
 def test_arrow_keys_move_through_the_grid(keyboard: Host):
     page = keyboard.page
     page.get_by_role("gridcell", name="patch row 1, column 1").focus()
@@ -214,15 +227,3 @@ def test_keys_in_the_grid_trigger_no_notebook_shortcuts(keyboard: Host):
     page.wait_for_timeout(300)
     assert page.locator(".jp-Notebook .jp-Cell").count() == cells
     assert page.locator(".jp-Notebook .jp-MarkdownCell").count() == 0
-
-
-def test_only_jupyter_outputs_carry_the_hidden_static_snapshot(kernel: Host):
-    snapshot = kernel.page.locator(".vitlens-snapshot")
-    if kernel.name == "marimo":  # marimo renders the widget itself and never calls _ipython_display_
-        assert snapshot.count() == 0
-    else:  # in the saved output for viewers without a kernel, hidden by the live widget's stylesheet
-        assert snapshot.count() == 1 and not snapshot.is_visible()
-
-
-def test_no_errors_in_the_browser_console(host: Host):
-    assert [e for e in host.errors if "favicon" not in e] == []
