@@ -172,7 +172,6 @@ def test_clicking_a_cell_selects_it_and_adds_a_line(lab_page):
     assert cell.get_attribute("aria-selected") == "true"
     line = page.locator(f".vl-trajectories polyline[data-token='{token}']")
     assert line.count() == 1 and line.get_attribute("stroke") == "#ff7f0e"  # palette.json, first selected token
-    page.wait_for_function("() => document.querySelector('.vl-explorer').parentElement.__vlExplorer && true")
     cell.press("Enter")  # keyboard toggles it off again
     assert cell.get_attribute("aria-selected") == "false"
 
@@ -230,7 +229,6 @@ def test_relevance_overlay_repaints_the_grid(lab_page):
 
 def test_a_value_the_kernel_rejects_is_shown_and_undone(lab_page):
     page, _ = lab_page
-    before = page.evaluate("() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.model.get('layer')")
     page.evaluate("() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.set('image_index', 99)")
     status = page.locator(".vl-explorer .vl-status")
     status.wait_for(state="visible", timeout=20_000)
