@@ -4,6 +4,7 @@
  */
 
 import type { ExplorerModel } from "./model";
+import { HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS } from "./timing";
 import { type Answer, type AnyAsk, isReply, type Kind, type Reply, type Request } from "./protocol";
 
 export type Buffers = (DataView | ArrayBuffer)[];
@@ -78,8 +79,8 @@ export class Heartbeat {
   constructor(
     private source: DataSource,
     private onChange: (alive: boolean) => void,
-    private intervalMs = 3000, // one ping every 3 s...
-    private timeoutMs = 8000, // ...and silence for 8 s means the kernel is gone
+    private intervalMs = HEARTBEAT_MS,
+    private timeoutMs = HEARTBEAT_TIMEOUT_MS,
   ) {}
 
   start(): void {
