@@ -131,7 +131,8 @@ class Explorer(anywidget.AnyWidget):
         """Trace the current image with the current what-if settings; tell the view its numbers changed."""
         options = self.perturbation_options()
         try:
-            trace = self.lens.trace(self._images[self.image_index], **options) if options else self.base_trace
+            image = self._images[self.image_index]
+            trace = self.lens.trace(image, **options, cache=False) if options else self.base_trace
         except (ValueError, TypeError, OSError) as err:
             self.error = str(err)
             return
@@ -291,14 +292,15 @@ class Explorer(anywidget.AnyWidget):
         return self.trace is not self.base_trace
 
     def clear_cache(self) -> None:
-        """Give memory back: forget recent traces of the lens and the service's derived tables (the
-        images on screen are traced again when next shown).
+        """Give memory back: forget the lens's recent traces and the service's derived tables, and
+        return freed heap pages to the system (the images on screen are traced again when next shown).
 
         Example:
             >>> explorer.clear_cache()
         """
         self.lens.clear_cache()
         self.service.clear_cache()
+        release_freed_memory()
 
     def snapshot(self) -> bytes:
         """PNG bytes of what the explorer shows now: the heat map beside the trajectories.
@@ -331,6 +333,18 @@ class Explorer(anywidget.AnyWidget):
         from .export import export_html
 
         return export_html(self.lens, self._images, path, max_classes=max_classes)
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc ``malloc_trim``; elsewhere a no-op)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def check_gallery(lens: Lens, images: Any) -> list:
