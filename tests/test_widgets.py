@@ -150,9 +150,11 @@ def test_perturbations_retrace_and_bump_the_version(explorer, lens):
     assert explorer.trace_version == version + 2
     image = vl.data.shapes(1, seed=2).images[0]
     expected = lens.trace(image, attention="self_only", blocks=[2, 3])
-    assert explorer.trace is expected and explorer.prediction == expected.prediction.index
+    np.testing.assert_array_equal(explorer.trace.logits("mlp"), expected.logits("mlp"))
+    assert explorer.prediction == expected.prediction.index and explorer.trace is not explorer.base_trace
     assert explorer.base_prediction == lens.trace(image).prediction.index
-    assert explorer.service.version == explorer.trace_version and explorer.service.trace is expected
+    assert explorer.service.version == explorer.trace_version and explorer.service.trace is explorer.trace
+    assert len(lens._cache) <= 3  # what-if traces are the explorer's own, not kept in the lens's cache
     explorer.removed = [5, 3, 5]
     assert explorer.removed == [3, 5] and explorer.trace.options["drop_tokens"] == [3, 5]
     with pytest.raises(traitlets.TraitError, match="only image tokens"):
