@@ -1,11 +1,9 @@
-"""The explorer in JupyterLab 4, Notebook 7, marimo and the exported page, driven in Debian's Chromium, on values."""
+"""The explorer in Jupyter Notebook 7, marimo and the exported page, driven in Debian's Chromium, on values."""
 
 from __future__ import annotations
 
-import inspect
 import time
 
-import anywidget
 import pytest
 from playwright.sync_api import Locator, Page
 
@@ -21,11 +19,10 @@ pytestmark = [
     ),
 ]
 
-ONE_WIDGET = issubclass(inspect.signature(vl.explore, eval_str=True).return_annotation, anywidget.AnyWidget)
 
 HEAT = ".vl-explorer canvas.vl-heat"
 PIXELS = "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"
-SERIES = "svg.vl-trajectories polyline.vl-series"
+SERIES = "svg.vl-trajectories polyline.vl-series:not(.vl-baseline)"  # dashed baselines only when perturbed
 POINTS = "ps => ps.map(p => [Number(p.dataset.token), p.getAttribute('points')])"
 OTHER_CLASSES = ("crescent", "heart")  # demo classes; one of them is not the predicted one
 
@@ -39,10 +36,8 @@ def host(request, browser, tmp_path_factory):
 
 
 @pytest.fixture
-def trajectories(host: Host, request) -> Locator:
-    """The explorer's trajectory plot; expected to be missing in kernel hosts until issue 13 lands."""
-    if host.has_kernel and not ONE_WIDGET:
-        request.applymarker(pytest.mark.xfail(reason="issue 13 moves the trajectories into the anywidget", strict=True))
+def trajectories(host: Host) -> Locator:
+    """The explorer's trajectory plot (an SVG drawn by the view)."""
     return host.page.locator("svg.vl-trajectories")
 
 
@@ -213,7 +208,8 @@ def test_arrow_keys_move_through_the_grid(keyboard: Host):
     page.get_by_role("gridcell", name="patch row 1, column 1").focus()
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowDown")
-    assert page.locator("[role=gridcell]:focus").get_attribute("aria-label") == "patch row 2, column 2"
+    focused = page.locator("[role=gridcell]:focus")
+    assert focused.count() == 1 and focused.get_attribute("aria-label") == "patch row 2, column 2"
 
 
 def test_keys_in_the_grid_trigger_no_notebook_shortcuts(keyboard: Host):
