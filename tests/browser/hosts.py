@@ -46,6 +46,7 @@ class Host:
     _report: Callable[[], str] | None = field(repr=False)  # None: no kernel (the exported page)
     _set_layer: Callable[[], None] | None = field(repr=False)
     errors: list[str] = field(default_factory=list)
+    shown_at: float = field(default_factory=time.monotonic)  # when the explorer had painted
 
     @property
     def has_kernel(self) -> bool:

@@ -190,6 +190,11 @@ def test_the_layer_marker_sits_on_the_current_layer(host: Host, trajectories: Lo
     assert changes(x1, at_end) == pytest.approx(xs[0], abs=0.5)
 
 
+def test_the_kernel_keeps_answering_the_views_heartbeat(kernel: Host):
+    time.sleep(max(0.0, kernel.shown_at + 9 - time.monotonic()))  # past HEARTBEAT_TIMEOUT_MS (js/timing.ts)
+    assert kernel.page.locator(".vl-explorer .vl-status").is_hidden()
+
+
 def test_only_jupyter_outputs_carry_the_hidden_static_snapshot(kernel: Host):
     snapshot = kernel.page.locator(".vitlens-snapshot")
     if kernel.name == "marimo":  # marimo renders the widget itself and never calls _ipython_display_
