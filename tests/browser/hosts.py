@@ -9,6 +9,7 @@ Playwright locators, which pierce marimo's shadow DOM (``document.querySelector`
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import secrets
@@ -39,7 +40,7 @@ REPORT_PATTERN = re.compile(r"kernel layer=(-?\d+) cls=(\d+)")
 
 @dataclass
 class Host:
-    """A notebook host with the explorer shown in ``page``; ``report``/``set_layer_one`` run kernel code."""
+    """A host with the explorer shown in ``page``; ``report``/``set_layer_one`` run kernel code."""
 
     name: str
     page: Page
@@ -222,7 +223,7 @@ def marimo(browser: Browser, root: Path) -> Iterator[Host]:
         page.goto(base)
         wait_for_explorer(page)
 
-        clicks = iter(range(1, 1_000))
+        clicks = itertools.count(1)
 
         def report() -> str:
             page.get_by_role("button", name="Report traits").click()

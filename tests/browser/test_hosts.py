@@ -72,6 +72,14 @@ def changes(read, before, timeout: float = 5.0):
     return now
 
 
+def kernel_sees(host: Host, trait: str, expected: int, timeout: float = 10.0) -> int:
+    """The kernel's ``layer`` or ``cls``, asked again until it is ``expected`` (or ``timeout`` passes)."""
+    deadline = time.time() + timeout
+    while (now := dict(zip(("layer", "cls"), host.report()))[trait]) != expected and time.time() < deadline:
+        time.sleep(0.2)
+    return now
+
+
 def move_layer(page: Page, key: str) -> Locator:
     slider = page.get_by_role("slider", name="Layer")
     slider.focus()
@@ -113,10 +121,7 @@ def test_moving_the_layer_slider_repaints_the_grid(host: Host):
 def test_the_slider_reaches_python_and_python_moves_the_slider(kernel: Host):
     host, page = kernel, kernel.page
     move_layer(page, "Home")
-    deadline = time.time() + 10
-    while host.report()[0] != 0 and time.time() < deadline:  # the view syncs the layer once scrubbing pauses
-        time.sleep(0.2)
-    assert host.report()[0] == 0
+    assert kernel_sees(host, "layer", 0) == 0  # the view syncs the layer once scrubbing pauses
     before = pixels(page)
     host.set_layer_one()
     slider = page.get_by_role("slider", name="Layer")
@@ -135,16 +140,14 @@ def test_a_picked_class_reaches_python(kernel: Host):
     host = kernel
     target = pick_other_class(host.page)
     expected = vl.Lens.demo().class_index(target)
-    deadline = time.time() + 10
-    while host.report()[1] != expected and time.time() < deadline:
-        time.sleep(0.2)
-    assert host.report()[1] == expected
+    assert kernel_sees(host, "cls", expected) == expected
 
 
 def test_trajectories_are_one_polyline_per_token_over_every_layer(host: Host, trajectories: Locator):
     page = host.page
     assert trajectories.count() == 1
     lines = series(page)
+    assert len(lines) == page.locator(SERIES).count()  # one line per token
     assert -1 in lines  # the mean of the image tokens
     slider = page.get_by_role("slider", name="Layer")
     n_layers = int(slider.get_attribute("max")) - int(slider.get_attribute("min")) + 1
@@ -182,7 +185,10 @@ def test_the_layer_marker_sits_on_the_current_layer(host: Host, trajectories: Lo
     marker = trajectories.locator("line.vl-marker")
     mean = trajectories.locator("polyline.vl-series[data-token='-1']")
     xs = [float(p.split(",")[0]) for p in mean.get_attribute("points").split()]
-    x1 = lambda: float(marker.get_attribute("x1"))  # noqa: E731
+
+    def x1() -> float:
+        return float(marker.get_attribute("x1"))
+
     move_layer(page, "End")
     at_end = x1()
     assert at_end == pytest.approx(xs[-1], abs=0.5)
