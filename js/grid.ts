@@ -157,6 +157,7 @@ export class TokenGrid {
     cell.setAttribute("aria-selected", "false");
     cell.dataset.token = String(token);
     cell.tabIndex = -1;
+    cell.setAttribute("data-lm-suppress-shortcuts", "true"); // Notebook 7 matches shortcuts on the focused cell
     cell.addEventListener("mouseenter", () => this.events.hover(token));
     cell.addEventListener("focus", () => {
       this.focusIndex = token;

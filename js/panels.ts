@@ -46,7 +46,16 @@ export function el<K extends keyof HTMLElementTagNameMap>(
   const node = document.createElement(tag);
   if (cls) node.className = cls;
   if (text !== undefined) node.textContent = text;
+  if (tag === "input" || tag === "button") suppressShortcuts(node);
   return node;
+}
+
+/**
+ * Keys pressed on this element are the explorer's, not the notebook's. Notebook 7 matches its
+ * shortcuts on the focused element itself, so the explorer's root carrying it is not enough.
+ */
+export function suppressShortcuts(node: HTMLElement): void {
+  node.setAttribute("data-lm-suppress-shortcuts", "true");
 }
 
 function field(caption: string, ...children: HTMLElement[]): HTMLDivElement {

@@ -27,6 +27,7 @@ export class ClassPicker {
     this.input.setAttribute("aria-controls", id);
     this.input.spellcheck = false;
     this.input.autocomplete = "off";
+    this.input.setAttribute("data-lm-suppress-shortcuts", "true"); // typing is not a notebook shortcut
     this.list = document.createElement("ul");
     this.list.id = id;
     this.list.className = "vl-picker-list";

@@ -337,14 +337,13 @@ class Explorer(anywidget.AnyWidget):
 
 def release_freed_memory() -> None:
     """Collect garbage and hand freed heap pages back to the system (glibc ``malloc_trim``; elsewhere a no-op)."""
+    import contextlib
     import ctypes
     import gc
 
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def check_gallery(lens: Lens, images: Any) -> list:
