@@ -179,9 +179,7 @@ def _create_from_hub(name: str, pretrained: bool = True, **kwargs: Any) -> nn.Mo
     )
     offline = _hub_offline() or not _hub_reachable()
     if offline and not _hub_files_cached(name, weights=pretrained):
-        raise WeightsUnavailableError(
-            offline_hint.format(why="the hub is not reachable and the files are not cached")
-        )
+        raise WeightsUnavailableError(offline_hint.format(why="the hub is not reachable and the files are not cached"))
     try:
         with _hub_offline_mode(offline):
             return timm.create_model(name, pretrained=pretrained, **kwargs)
