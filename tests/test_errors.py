@@ -227,7 +227,7 @@ def rewrite(source, target, edit_tensors=None, **metadata) -> None:
     """Copy a trace file with edited metadata (None removes a key) or tensors."""
     with safe_open(str(source), framework="pt") as file:
         meta = dict(file.metadata())
-        tensors = {key: file.get_tensor(key) for key in file}
+        tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 (safe_open is not iterable)
     for key, value in metadata.items():
         if value is None:
             meta.pop(key)
