@@ -170,6 +170,23 @@ def test_hf_hub_name_is_built_by_timm_from_a_cached_config(tmp_path, monkeypatch
     assert (lens.num_classes, lens.depth, lens.tokens.grid) == (4, 1, (2, 2))
 
 
+def test_local_dir_names_load_the_folder_offline(tmp_path):
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, num_classes=4).eval()
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    config = {
+        "architecture": "vit_tiny_patch16_224",
+        "num_classes": 4,
+        "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0},
+        "model_args": {"depth": 1, "img_size": 32},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    lens = vl.Lens.from_timm(f"local-dir:{tmp_path}")
+    x = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = source(x[None])[0].numpy()
+    np.testing.assert_allclose(lens.trace(x).output_logits, expected, atol=1e-5)
+
+
 def test_hub_repository_without_its_prefix_says_which_prefix():
     with pytest.raises(ValueError, match="no model called 'timm/vit_tiny_patch16_224'.*'hf-hub:timm/vit_tiny"):
         vl.Lens.from_timm("timm/vit_tiny_patch16_224", pretrained=False)

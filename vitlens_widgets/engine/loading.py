@@ -17,6 +17,7 @@ from torch import nn
 
 HUB_PROBE_TIMEOUT_S = 3.0
 HUB_PREFIX = "hf-hub:"
+LOCAL_PREFIX = "local-dir:"
 OTHER_SIZE = "the checkpoint is of another model size (width, heads or MLP ratio): pick the matching model name"
 
 
@@ -122,9 +123,9 @@ def _create(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """timm's model; through the hub checks whenever the hub is needed (pretrained weights, or an hf-hub: config)."""
     import timm
 
-    if pretrained or name.startswith(HUB_PREFIX):
+    if name.startswith(HUB_PREFIX) or (pretrained and not name.startswith(LOCAL_PREFIX)):
         return _create_from_hub(name, pretrained=pretrained, **kwargs)
-    return timm.create_model(name, pretrained=False, **kwargs)
+    return timm.create_model(name, pretrained=pretrained, **kwargs)  # random weights, or a local-dir: folder
 
 
 def load_checked(model: nn.Module, state: dict[str, torch.Tensor], path: Any) -> None:

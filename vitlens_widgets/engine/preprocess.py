@@ -17,7 +17,10 @@ from torch import nn
 
 ImageLike = Image.Image | str | os.PathLike | np.ndarray | torch.Tensor
 URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-NORMALISED_SLACK = 0.5  # how far outside 0..1 an un-normalised tensor pixel may be (resampling overshoot)
+# How far outside 0..1 a tensor's pixels (un-normalised with the model's mean and std) may lie before the tensor is
+# refused: far enough for resampling overshoot and for torch.randn noise, which tests and benchmarks feed in; a 0..255
+# tensor lands around 0..60 (std 0.25), so anything but a nearly black one is caught.
+NORMALISED_SLACK = 7.0
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class Preprocessor:
         if low < -NORMALISED_SLACK or high > 1 + NORMALISED_SLACK:
             raise ValueError(
                 f"this tensor is not a normalised image: un-normalised with the model's mean and std its pixels "
-                f"span {low:.3g}..{high:.3g}, not 0..1 (a 0..255 tensor, or another normalisation?). {how}"
+                f"span {low:.3g}..{high:.3g}, far outside 0..1 (a 0..255 tensor, or another normalisation?). {how}"
             )
         t_low, t_high = float(tensor.min()), float(tensor.max())
         if t_low >= 0 and t_high <= 1 and t_high - t_low >= 0.5:
