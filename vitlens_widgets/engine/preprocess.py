@@ -153,7 +153,7 @@ def _open(source: str | os.PathLike) -> Image.Image:
         with Image.open(text) as opened:
             opened.load()
             return opened.copy()
-    except (OSError, SyntaxError) as err:  # PIL.UnidentifiedImageError, truncated files, broken headers
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:  # unidentified, truncated, broken, huge
         raise ValueError(f"cannot read {text} as an image: {err}") from err
 
 
