@@ -84,3 +84,40 @@ def test_relevance_regimes_page_matches_its_recorded_run():
     page = (root / "docs" / "relevance_regimes.md").read_text()
     assert page == module.report(module.RESULTS) + "\n"
     assert "0 of them" in page  # the finding the docs and the closing note rely on
+
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def readme_block(language: str, after: str) -> str:
+    """The first fenced ``language`` block after the heading ``after``."""
+    start = README.index(f"```{language}\n", README.index(after)) + len(language) + 4
+    return README[start : README.index("```", start)]
+
+
+def test_readme_quickstart_pasted_into_one_cell_shows_the_explorer(tmp_path, monkeypatch):
+    """A notebook cell displays its last expression: it must be the explorer, and the block must run offline."""
+    import ast
+
+    code = readme_block("python", "## Quickstart")
+    *body, last = ast.parse(code).body
+    assert isinstance(last, ast.Expr), "the quickstart's last line is not an expression a cell would display"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(ast.Module(body, type_ignores=[]), "README", "exec"), namespace)
+    shown = eval(compile(ast.Expression(last.value), "README", "eval"), namespace)
+    assert isinstance(shown, vl.Explorer)
+    assert (tmp_path / "explorer.html").stat().st_size > 100_000
+
+
+def test_readme_is_short_and_its_links_resolve():
+    import re
+
+    assert len(README.splitlines()) <= 180, "keep the README to what a user needs first; details go to docs/"
+    links = re.findall(r"\]\(([^)#]+)\)", README)
+    assert "docs/benchmarks.md" in links and "docs/errors.md" in links
+    missing = [link for link in links if not link.startswith("http") and not (ROOT / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+    assert "| benchmark" not in README.lower() and "p50 / p95" not in README  # the tables live in docs/benchmarks.md
+    assert "p50 / p95" in (ROOT / "docs" / "benchmarks.md").read_text()

@@ -83,5 +83,6 @@ def test_notebook_runs_offline(path, tmp_path):
     if path.stem == "03_course_lab":
         assert text.count("Not answered yet") == 6 and "✗" not in text
     if path.stem == "01_quickstart":
-        assert (tmp_path / "quickstart_explorer.html").stat().st_size > 100_000
-        assert (tmp_path / "quickstart_snapshot.png").read_bytes().startswith(b"\x89PNG")
+        assert (tmp_path / "outputs" / "quickstart_explorer.html").stat().st_size > 100_000
+        assert (tmp_path / "outputs" / "quickstart_snapshot.png").read_bytes().startswith(b"\x89PNG")
+    assert {p.name for p in tmp_path.iterdir()} <= {"outputs"}, "a notebook wrote outside its outputs/ folder"

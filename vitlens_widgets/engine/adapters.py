@@ -26,6 +26,14 @@ SUPPORTED = (
 )
 
 
+READABLE_POOLS = ("token", "avg")  # the head reads the class token, or the mean of the patch tokens (linear)
+UNREADABLE_POOLS = {
+    "": "no pooling at all (the head classifies every token; there is no single prediction)",
+    "max": "max pooling takes each feature's maximum over tokens (a different token per feature)",
+    "avgmax": "avg+max pooling mixes the mean with each feature's maximum over tokens",
+}
+
+
 @dataclass(frozen=True)
 class Embedded:
     """The token sequence entering block 1, plus anything the blocks need (e.g. rotary embeddings)."""
@@ -362,8 +370,15 @@ def _check_head(model: nn.Module, adapter: ModelAdapter) -> None:
             "embedding space to project into. Create it with num_classes > 0, e.g. "
             "timm.create_model(name, num_classes=1000)."
         )
-    if not adapter.prefix_names and getattr(model, "global_pool", "") != "avg":
+    pool = getattr(model, "global_pool", "token")
+    if pool not in READABLE_POOLS:
         raise ValueError(
-            f"this model has no class token and pools with global_pool={model.global_pool!r}; "
+            f"this model pools tokens with global_pool={pool!r}: {UNREADABLE_POOLS.get(pool, 'an unknown pooling')}, "
+            "so its head reads neither one token nor the tokens' mean and the lens cannot project tokens the way "
+            "the model reads them. Create it with global_pool='token' (class token) or 'avg'."
+        )
+    if not adapter.prefix_names and pool != "avg":
+        raise ValueError(
+            f"this model has no class token and pools with global_pool={pool!r}; "
             "supported without a class token: global_pool='avg'."
         )

@@ -18,7 +18,7 @@ from .classes import ClassLike, ClassNames, default_class_names
 from .loading import create_model
 from .perturb import Perturbation, attention_mask, make_perturbation, zero_cls_weights
 from .preprocess import ImageLike, Prepared, Preprocessor
-from .trace import TokenLayout, Trace, TraceBatch
+from .trace import TokenLayout, Trace, TraceBatch, check_int
 
 NO_PERTURBATION = Perturbation()
 
@@ -52,6 +52,8 @@ class Lens:
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         num_classes = self.adapter.num_classes
+        if isinstance(class_names, (str, bytes)):
+            raise TypeError("class_names must be a list of names, one per class, not a single string")
         names = list(class_names) if class_names is not None else default_class_names(model, num_classes)
         if len(names) != num_classes:
             raise ValueError(f"got {len(names)} class names for a model with {num_classes} classes")
@@ -62,7 +64,7 @@ class Lens:
             grid=self.adapter.grid_size(self.preprocessor.input_size),
             patch_size=self.adapter.patch_size,
         )
-        if cache_size < 0:
+        if check_int(cache_size, "cache_size") < 0:
             raise ValueError("cache_size must be >= 0")
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, Trace] = OrderedDict()
@@ -210,7 +212,7 @@ class Lens:
             >>> batch.predictions  # the model's own top-1 class per image
         """
         options = self.perturbation(**perturbation)
-        prepared = [self.prepare(_image_of(item)) for item in images]
+        prepared = [self.prepare(_image_of(item)) for item in check_images(images)]
         if not prepared:
             raise ValueError("trace_batch needs at least one image")
         return self._run(prepared, options)
@@ -232,9 +234,10 @@ class Lens:
             >>> data = vl.data.ShapesDataset(1000, seed=2)
             >>> predictions = np.concatenate([b.predictions for b in lens.iter_batches(data, batch_size=64)])
         """
-        if batch_size < 1:
+        if check_int(batch_size, "batch_size") < 1:
             raise ValueError("batch_size must be >= 1")
         options = self.perturbation(**perturbation)
+        images = check_images(images)
         total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
         with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
             pending: list[Prepared] = []
@@ -272,7 +275,7 @@ class Lens:
         """
         if kind not in ("mlp", "attn"):
             raise ValueError(f"kind must be 'mlp' or 'attn', got {kind!r}")
-        if not 1 <= block <= self.depth:
+        if not 1 <= check_int(block, "block") <= self.depth:
             raise ValueError(f"block must be 1..{self.depth}, got {block}")
         perturbation = self.perturbation(**trace.options)
         x = trace.hidden["resid"][block - 1]
@@ -404,7 +407,10 @@ class Lens:
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """A torch device, checked to exist on this machine."""
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{device!r} is not a torch device: use 'cpu', 'cuda', 'cuda:1' or 'mps'") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(dev)!r} requested but CUDA is not available on this machine; use device='cpu'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -417,6 +423,32 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def _model_dtype(model: nn.Module) -> torch.dtype:
     param = next(model.parameters(), None)
     return param.dtype if param is not None else torch.float32
+
+
+def check_images(images: Any) -> Iterable[Any]:
+    """``images`` if it is a collection of images; ``TypeError``/``ValueError`` for one image or a non-iterable."""
+    if isinstance(images, (str, bytes, os.PathLike)) or not _iterable(images):
+        raise TypeError(
+            f"images must be an iterable of images (a list, an array [n, H, W, 3] or a Dataset), got "
+            f"{type(images).__name__}; for one image use lens.trace(image)"
+        )
+    one_array = isinstance(images, np.ndarray) and (
+        images.ndim < 3 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4))
+    )
+    if one_array or (isinstance(images, torch.Tensor) and images.ndim < 4):
+        raise ValueError(
+            f"images has shape {tuple(images.shape)}, which is one image, not several: stack them to [n, H, W, 3] "
+            "(or [n, 3, H, W] preprocessed), or use lens.trace(image)"
+        )
+    return images
+
+
+def _iterable(value: Any) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _image_of(item: Any) -> Any:

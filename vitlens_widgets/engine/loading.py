@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import pickle
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,9 @@ import torch
 from torch import nn
 
 HUB_PROBE_TIMEOUT_S = 3.0
+HUB_PREFIX = "hf-hub:"
+LOCAL_PREFIX = "local-dir:"
+OTHER_SIZE = "the checkpoint is of another model size (width, heads or MLP ratio): pick the matching model name"
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -45,15 +49,26 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as err:  # safetensors' SafetensorError: a cut-off file, or not safetensors at all
+            raise ValueError(
+                f"could not read checkpoint {path} as safetensors ({err}): the file is damaged or truncated "
+                "(an interrupted download or copy?), or not a .safetensors file"
+            ) from err
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle.UnpicklingError and friends
+        except pickle.UnpicklingError as err:  # weights_only refused a pickled object
             raise ValueError(
                 f"could not read {path} as a weights-only checkpoint ({err.__class__.__name__}: {err}). "
                 "Only tensors are loaded, never pickled objects; save with torch.save(model.state_dict(), path) "
                 "or as .safetensors."
+            ) from err
+        except Exception as err:  # a cut-off zip archive, or not a torch file
+            raise ValueError(
+                f"could not read checkpoint {path} ({err.__class__.__name__}: {err}): the file is damaged or "
+                "truncated (an interrupted download or copy?), or not a torch checkpoint"
             ) from err
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -75,25 +90,58 @@ def create_model(
     With ``checkpoint_path`` the architecture comes from timm and the weights from
     the file (``num_classes`` is read off the checkpoint's head when not given).
     """
-    import timm
-
-    if not timm.is_model(name.split(".")[0]) and not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.7)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"timm has no model called {name!r}.{hint}")
+    check_model_name(name)
     if checkpoint_path is not None:
         state = load_state_dict(checkpoint_path)
         if "num_classes" not in kwargs and isinstance(state.get("head.weight"), torch.Tensor):
             kwargs["num_classes"] = state["head.weight"].shape[0]
-        model = timm.create_model(name, pretrained=False, **kwargs)
-        _load_strict(model, state, checkpoint_path)
+        model = _create(name, pretrained=False, **kwargs)
+        load_checked(model, state, checkpoint_path)
         return model
-    if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    return _create_from_hub(name, **kwargs)
+    return _create(name, pretrained=pretrained, **kwargs)
 
 
-def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Any) -> None:
+def check_model_name(name: str) -> None:
+    """``ValueError`` (with close names) unless timm knows ``name``; ``hf-hub:``/``local-dir:`` names pass to timm."""
+    import timm
+    from timm.models import parse_model_name
+
+    if not isinstance(name, str):
+        raise TypeError(f"a model name must be a string, got {type(name).__name__}")
+    try:
+        source, _ = parse_model_name(name)
+    except ValueError as err:  # e.g. "timm/vit_base_patch16_224": a hub repository without its prefix
+        raise ValueError(f"timm has no model called {name!r}: {err}") from err
+    if source is not None or timm.is_model(name.split(".")[0]) or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.7)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(f"timm has no model called {name!r}.{hint}")
+
+
+def _create(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """timm's model; through the hub checks whenever the hub is needed (pretrained weights, or an hf-hub: config)."""
+    import timm
+
+    if name.startswith(HUB_PREFIX) or (pretrained and not name.startswith(LOCAL_PREFIX)):
+        return _create_from_hub(name, pretrained=pretrained, **kwargs)
+    return timm.create_model(name, pretrained=pretrained, **kwargs)  # random weights, or a local-dir: folder
+
+
+def load_checked(model: nn.Module, state: dict[str, torch.Tensor], path: Any) -> None:
+    """Load ``state`` into ``model``, or raise ``ValueError`` naming missing, unexpected or misshapen tensors."""
+    expected = model.state_dict()
+    misshapen = [k for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if misshapen:
+        first = misshapen[0]
+        more = f" (and {len(misshapen) - 1} more: {', '.join(misshapen[1:4])})" if len(misshapen) > 1 else ""
+        causes = list(dict.fromkeys(_shape_cause(k) for k in misshapen))
+        if OTHER_SIZE in causes:  # a wider or deeper model explains every other mismatch too
+            causes = [OTHER_SIZE]
+        raise ValueError(
+            f"checkpoint {path} does not fit the model: tensor {first!r} is {list(state[first].shape)} in the file, "
+            f"the model expects {list(expected[first].shape)}{more}. Likely cause: {'; '.join(causes)}."
+        )
     result = model.load_state_dict(state, strict=False)
     problems = []
     if result.missing_keys:
@@ -104,24 +152,38 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Any) ->
         raise ValueError(f"checkpoint {path} does not match the architecture: {'; '.join(problems)}")
 
 
-def _create_from_hub(name: str, **kwargs: Any) -> nn.Module:
+def _shape_cause(key: str) -> str:
+    if key.startswith(("head.", "head_dist.")):
+        return "the checkpoint has another number of classes (leave num_classes unset to read it off the file)"
+    if key in ("pos_embed", "rope") or key.startswith("pos_embed"):
+        return "the checkpoint was trained at another image or patch size (pass img_size=... to match it)"
+    if key.startswith("patch_embed."):
+        return "another patch size or number of input channels (patch_size=..., in_chans=...)"
+    return OTHER_SIZE
+
+
+def _create_from_hub(name: str, pretrained: bool = True, **kwargs: Any) -> nn.Module:
     import timm
 
+    hub_name_hint = (
+        " An hf-hub: name also needs the repository's config.json: offline, pass the timm architecture it names "
+        "(e.g. 'vit_base_patch16_224') with checkpoint_path instead."
+        if name.startswith(HUB_PREFIX)
+        else ""
+    )
     offline_hint = (
         f"Pretrained weights for {name!r} could not be loaded: {{why}}. To work offline, download the weights "
         f"once on a machine with internet (e.g. timm.create_model({name!r}, pretrained=True) and "
         "torch.save(model.state_dict(), 'weights.pth'), or the hub's model.safetensors), copy the file over and "
         f"use Lens.from_timm({name!r}, checkpoint_path='weights.pth'). "
-        "Or use the bundled demo model: Lens.demo()."
+        f"Or use the bundled demo model: Lens.demo().{hub_name_hint}"
     )
     offline = _hub_offline() or not _hub_reachable()
-    if offline and not _weights_cached(name):
-        raise WeightsUnavailableError(
-            offline_hint.format(why="the hub is not reachable and the weights are not cached")
-        )
+    if offline and not _hub_files_cached(name, weights=pretrained):
+        raise WeightsUnavailableError(offline_hint.format(why="the hub is not reachable and the files are not cached"))
     try:
         with _hub_offline_mode(offline):
-            return timm.create_model(name, pretrained=True, **kwargs)
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as err:
         raise WeightsUnavailableError(offline_hint.format(why=f"{type(err).__name__}: {err}")) from err
 
@@ -145,17 +207,27 @@ def _hub_offline_mode(offline: bool) -> Iterator[None]:
         constants.HF_HUB_OFFLINE = saved
 
 
-def _weights_cached(name: str) -> bool:
-    """Whether the hub weights of ``name`` are already in the local Hugging Face cache."""
+def _hub_files_cached(name: str, weights: bool = True) -> bool:
+    """Whether the hub files ``name`` needs (its weights; for ``hf-hub:`` names also config.json) are cached."""
     from huggingface_hub import try_to_load_from_cache
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(name)
-    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if name.startswith(HUB_PREFIX):
+        hub_id, _, revision = name.removeprefix(HUB_PREFIX).partition("@")
+        needed = [("config.json",)]
+    else:
+        cfg = get_pretrained_cfg(name)
+        hub_id, revision = (getattr(cfg, "hf_hub_id", None) if cfg is not None else None), ""
+        needed = []
     if not hub_id:
         return False
-    files = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-    return any(isinstance(try_to_load_from_cache(hub_id, f), str) for f in files)
+    if weights:
+        needed.append(("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+
+    def cached(filename: str) -> bool:
+        return isinstance(try_to_load_from_cache(hub_id, filename, revision=revision or None), str)
+
+    return all(any(cached(f) for f in alternatives) for alternatives in needed)
 
 
 def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:

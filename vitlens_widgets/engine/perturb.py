@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from .trace import TokenLayout
+from .trace import TokenLayout, check_ints
 
 ATTENTION_MODES = ("self_only", "no_cls")
 
@@ -70,11 +71,15 @@ def make_perturbation(
         raise ValueError("attention='no_cls' needs a model with a class token")
     if attention is None and (blocks is not None or renormalize):
         raise ValueError("blocks= and renormalize= only apply together with attention='self_only' or 'no_cls'")
-    chosen = tuple(range(1, depth + 1)) if blocks is None else tuple(sorted({int(b) for b in blocks}))
+    if not isinstance(renormalize, (bool, np.bool_)):
+        raise TypeError(f"renormalize must be True or False, got {renormalize!r}")
+    blocks = None if blocks is None else check_ints(blocks, "blocks")
+    chosen = tuple(range(1, depth + 1)) if blocks is None else tuple(sorted(set(blocks)))
     bad = [b for b in chosen if not 1 <= b <= depth]
     if bad or (blocks is not None and not chosen):
         raise ValueError(f"blocks must be block numbers 1..{depth}, got {list(blocks or [])}")
-    dropped = tuple(sorted({layout.check_token(t) for t in (drop_tokens or [])}))
+    tokens = [] if drop_tokens is None else check_ints(drop_tokens, "drop_tokens")
+    dropped = tuple(sorted({layout.check_token(t) for t in tokens}))
     prefix = [t for t in dropped if t < layout.n_prefix]
     if prefix:
         raise ValueError(f"drop_tokens may only name image (patch) tokens; {prefix} are prefix tokens")

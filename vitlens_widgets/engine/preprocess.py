@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,11 @@ from timm.data import create_transform, resolve_data_config
 from torch import nn
 
 ImageLike = Image.Image | str | os.PathLike | np.ndarray | torch.Tensor
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# How far outside 0..1 a tensor's pixels (un-normalised with the model's mean and std) may lie before the tensor is
+# refused: far enough for resampling overshoot and for torch.randn noise, which tests and benchmarks feed in; a 0..255
+# tensor lands around 0..60 (std 0.25), so anything but a nearly black one is caught.
+NORMALISED_SLACK = 7.0
 
 
 @dataclass(frozen=True)
@@ -85,32 +92,124 @@ class Preprocessor:
         if tuple(tensor.shape[1:]) != self.input_size:
             raise ValueError(f"tensor image is {tuple(tensor.shape[1:])}, the model expects {self.input_size}")
         tensor = tensor.detach().to("cpu", torch.float32)
-        rgb = (tensor * self.std + self.mean).clamp(0, 1).mul(255).round().to(torch.uint8)
+        if not torch.isfinite(tensor).all():
+            raise ValueError("the tensor image holds NaN or infinite values")
+        pixels = tensor * self.std + self.mean  # what the model sees, back in 0..1
+        self._check_normalised(tensor, pixels)
+        rgb = pixels.clamp(0, 1).mul(255).round().to(torch.uint8)
         return Prepared(tensor, rgb.permute(1, 2, 0).numpy())
+
+    def _check_normalised(self, tensor: torch.Tensor, pixels: torch.Tensor) -> None:
+        """Refuse tensors no normalised image can be; warn about ones that look like 0..1 images."""
+        how = (
+            "Pass the image itself (a uint8 HxWx3 array, a PIL image or a file path) and the lens preprocesses it, "
+            f"or normalise it with the model's own mean={_rounded(self.mean)} and std={_rounded(self.std)}: "
+            "(x - lens.preprocessor.mean) / lens.preprocessor.std, with x in 0..1."
+        )
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < -NORMALISED_SLACK or high > 1 + NORMALISED_SLACK:
+            raise ValueError(
+                f"this tensor is not a normalised image: un-normalised with the model's mean and std its pixels "
+                f"span {low:.3g}..{high:.3g}, far outside 0..1 (a 0..255 tensor, or another normalisation?). {how}"
+            )
+        t_low, t_high = float(tensor.min()), float(tensor.max())
+        if t_low >= 0 and t_high <= 1 and t_high - t_low >= 0.5:
+            warnings.warn(
+                f"this tensor holds only values in 0..1 ({t_low:.3g}..{t_high:.3g}), like an image that was not "
+                f"normalised; it is read as normalised. {how}",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 def to_pil(image: Any) -> Image.Image:
-    """A PIL RGB image from a PIL image, a file path or an ``HxWx3`` uint8 array."""
+    """A PIL RGB image from a PIL image, a file path or an ``HxWx3`` uint8 (or uint16) array.
+
+    Images with more than 8 bits per channel are scaled to 8 bits, not clipped
+    (see :func:`to_8bit`); empty images and URLs raise ``ValueError``.
+    """
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return _checked_size(to_8bit(image).convert("RGB"))
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"no image file at {path}")
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
+        return _checked_size(to_8bit(_open(image)).convert("RGB"))
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise ValueError(f"an array image must be uint8 HxWx3 (0..255), got dtype {image.dtype}")
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=-1)
-        if image.ndim != 3 or image.shape[-1] not in (3, 4):
-            raise ValueError(f"an array image must be HxWx3 (or HxWx4, HxW), got shape {image.shape}")
-        return Image.fromarray(np.ascontiguousarray(image[..., :3]))
+        return _checked_size(Image.fromarray(_array_to_uint8(image)))
     raise TypeError(
         f"cannot read an image from {type(image).__name__}: pass a PIL.Image, a file path, an HxWx3 uint8 "
         "array or a preprocessed [3, H, W] float tensor"
     )
+
+
+def _open(source: str | os.PathLike) -> Image.Image:
+    text = os.fspath(source)
+    if isinstance(text, str) and URL_SCHEME.match(text):
+        raise ValueError(
+            f"images are not fetched from URLs ({text}). Download the file and pass its path, or open it "
+            "yourself: PIL.Image.open(io.BytesIO(requests.get(url).content))"
+        )
+    if not Path(text).is_file():
+        raise FileNotFoundError(f"no image file at {text}")
+    try:
+        with Image.open(text) as opened:
+            opened.load()
+            return opened.copy()
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:  # unidentified, truncated, broken, huge
+        raise ValueError(f"cannot read {text} as an image: {err}") from err
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """``image`` with 8 bits per channel: 16-bit modes scaled (``v / 257``), float mode ``F`` read as 0..1.
+
+    PIL's own ``convert`` clips 16-bit values at 255 (a white image); here
+    ``I;16*`` and ``I`` (16-bit grayscale, e.g. PNG) map 0..65535 onto 0..255.
+
+    Example:
+        >>> to_8bit(Image.fromarray(np.full((2, 2), 65535, np.uint16))).getpixel((0, 0))
+        255
+    """
+    if image.mode.startswith("I"):
+        return Image.fromarray(_uint16_to_uint8(np.asarray(image), f"a mode {image.mode!r} image"))
+    if image.mode == "F":
+        values = np.asarray(image)
+        if not np.isfinite(values).all() or (values.size and (values.min() < 0 or values.max() > 1)):
+            raise ValueError(
+                "a float (mode 'F') image must hold finite values in 0..1; scale it, or convert it to 8 bits"
+            )
+        return Image.fromarray(np.round(values * 255).astype(np.uint8))
+    return image
+
+
+def _uint16_to_uint8(values: np.ndarray, what: str) -> np.ndarray:
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ValueError(f"{what} is read as 16-bit (0..65535) but holds values {values.min()}..{values.max()}")
+    return np.round(values.astype(np.float32) / 257).astype(np.uint8)
+
+
+def _array_to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(
+            f"an array image must be uint8 (0..255) or uint16 (0..65535), got dtype {image.dtype}. "
+            "For a float image in 0..1, pass (x * 255).round().astype(np.uint8)"
+        )
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise ValueError(f"an array image must be HxWx3 (or HxWx4, HxW), got shape {image.shape}")
+    if image.dtype == np.uint16:
+        image = _uint16_to_uint8(image, "a uint16 array")
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _checked_size(image: Image.Image) -> Image.Image:
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"the image is empty ({image.width}x{image.height} pixels)")
+    return image
+
+
+def _rounded(values: torch.Tensor) -> tuple[float, ...]:
+    return tuple(round(float(v), 3) for v in values.flatten())
 
 
 def _is_rgb_array(image: object, size: tuple[int, int]) -> bool:

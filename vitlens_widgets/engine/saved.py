@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .lens import Lens
 
 FORMAT = "vitlens-traces/1"
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -62,7 +63,9 @@ def save_traces(lens: Lens, images: Iterable[Any], path: str | os.PathLike, prog
 def _inputs_and_traces(lens: Lens, images: Iterable[Any], progress: bool):
     from tqdm.auto import tqdm
 
-    items = list(images)
+    from .lens import check_images
+
+    items = list(check_images(images))
     for item in tqdm(items, desc="tracing", unit="img", disable=not progress):
         tensor = lens.prepare(item).tensor
         yield tensor, lens.trace(tensor)
@@ -73,27 +76,89 @@ def load_traces(lens: Lens, path: str | os.PathLike) -> list[torch.Tensor]:
 
     The gallery is the list of preprocessed inputs; ``lens.trace`` (and so the
     explorer) answers each of them from the loaded traces, with no forward pass.
-    Raises ``ValueError`` when the file was written for a model with other weights.
+    Raises ``ValueError`` when the file is not a valid trace file (damaged,
+    truncated or edited: the message says what is wrong) or was written for a
+    model with other weights.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"no saved traces at {os.fspath(path)!r}; write them with lens.save_traces(images, path)"
-        )
-    with safe_open(os.fspath(path), framework="pt") as file:
-        metadata = file.metadata() or {}
-        if metadata.get("format") != FORMAT:
-            raise ValueError(f"{os.fspath(path)!r} is not a vitlens traces file (format {metadata.get('format')!r})")
-        if metadata["model"] != model_fingerprint(lens.model):
+    where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise FileNotFoundError(f"no saved traces at {where!r}; write them with lens.save_traces(images, path)")
+    try:
+        opened = safe_open(where, framework="pt")
+    except Exception as err:  # SafetensorError: cut off, or not safetensors at all
+        raise invalid(where, f"it cannot be read as safetensors ({err}); damaged or truncated?") from err
+    with opened as file:
+        count = _checked_count(where, file.metadata() or {})
+        if file.metadata()["model"] != model_fingerprint(lens.model):
             raise ValueError(
-                f"{os.fspath(path)!r} was traced with a different model (other weights); "
+                f"{where!r} was traced with a different model (other weights); "
                 "re-create it with lens.save_traces(images, path) for this lens"
             )
+        _check_tensors(where, file, count, expected_layout(lens))
         gallery = []
-        for i in range(int(metadata["count"])):
+        for i in range(count):
             tensor = file.get_tensor(f"{i}.input")
             lens.pin(tensor, _trace_from_file(lens, file, i))
             gallery.append(tensor)
     return gallery
+
+
+def invalid(path: str, what: str) -> ValueError:
+    """The one error for a file :func:`load_traces` cannot use: its path, then what is wrong."""
+    return ValueError(f"{path!r} is not a valid trace file: {what}")
+
+
+def _checked_count(path: str, metadata: dict[str, str]) -> int:
+    if metadata.get("format") != FORMAT:
+        raise invalid(path, f"its format is {metadata.get('format')!r}, expected {FORMAT!r}")
+    if "model" not in metadata:
+        raise invalid(path, "its metadata has no model fingerprint")
+    count = metadata.get("count", "")
+    if not count.isdigit() or int(count) < 1:
+        raise invalid(path, f"its image count is {count!r}, expected a positive whole number")
+    return int(count)
+
+
+def expected_layout(lens: Lens) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Per tensor of one image (``"input"``, ``"hidden.resid"``...): its safetensors dtype and shape for ``lens``."""
+    height, width = lens.preprocessor.input_size
+    depth, tokens, classes = lens.depth, lens.tokens.n_tokens, lens.num_classes
+    width_d = int(getattr(lens.model, "embed_dim", 0) or lens.model.num_features)
+    layout = {"input": ("F32", (3, height, width)), "image": ("U8", (height, width, 3)), "output": ("F32", (classes,))}
+    param = next(lens.model.parameters(), None)
+    hidden_dtype = SAFETENSORS_DTYPES.get(param.dtype if param is not None else torch.float32, "F32")
+    for site in SITES:
+        rows = depth + 1 if site == "resid" else depth
+        layout[f"hidden.{site}"] = (hidden_dtype, (rows, tokens, width_d))
+        layout[f"logits.{site}"] = ("F32", (rows, tokens, classes))
+    return layout
+
+
+def _check_tensors(path: str, file: Any, count: int, layout: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+    """Every expected tensor present with its dtype and shape, nothing else; logits finite."""
+    expected = {f"{i}.{name}" for i in range(count) for name in layout}
+    present = set(file.keys())
+    if missing := sorted(expected - present, key=_natural):
+        raise invalid(path, f"it says it holds {count} images but lacks {len(missing)} tensors (e.g. {missing[0]!r})")
+    if extra := sorted(present - expected, key=_natural):
+        raise invalid(path, f"it holds {len(extra)} tensors beyond its {count} images (e.g. {extra[0]!r})")
+    for key in sorted(expected, key=_natural):
+        dtype, shape = layout[key.split(".", 1)[1]]
+        found = file.get_slice(key)
+        if (found.get_dtype(), tuple(found.get_shape())) != (dtype, shape):
+            raise invalid(
+                path,
+                f"tensor {key!r} is {found.get_dtype()} {list(found.get_shape())}, expected {dtype} {list(shape)} "
+                "for this lens (another number of classes, blocks or tokens?)",
+            )
+    for i in range(count):
+        if not torch.isfinite(file.get_tensor(f"{i}.output")).all():
+            raise invalid(path, f"the model output of image {i} holds NaN or infinite values")
+
+
+def _natural(key: str) -> tuple[int, str]:
+    index, _, name = key.partition(".")
+    return (int(index), name) if index.isdigit() else (-1, key)
 
 
 def _trace_from_file(lens: Lens, file: Any, i: int) -> Trace:

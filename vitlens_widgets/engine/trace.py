@@ -15,7 +15,7 @@ Conventions, used everywhere in the package:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -26,6 +26,20 @@ from .classes import ClassLike, ClassNames
 
 SITES: tuple[str, ...] = ("resid", "attn", "mlp")
 SITE_LABELS = {"resid": "residual stream", "attn": "attention update", "mlp": "MLP update"}
+
+
+def check_int(value: Any, name: str) -> int:
+    """``value`` as an int, or ``TypeError`` naming the argument (bools and floats are refused, numpy ints pass)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def check_ints(values: Any, name: str) -> list[int]:
+    """A list of ints from an iterable of them; a single int or a string raises ``TypeError`` with an example."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a list of ints (e.g. {name}=[3]), got {type(values).__name__} {values!r}")
+    return [check_int(v, name) for v in values]
 
 
 def check_site(site: str) -> str:
@@ -47,9 +61,8 @@ def layer_row(site: str, layer: int, depth: int) -> int:
         (6, 5)
     """
     valid = layer_numbers(site, depth)
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-        raise TypeError(f"layer must be an int, got {type(layer).__name__}")
-    if int(layer) not in valid:
+    layer = check_int(layer, "layer")
+    if layer not in valid:
         raise ValueError(
             f"layer {layer} is out of range for site {site!r}: valid layers are {valid.start}..{valid.stop - 1}"
             + (" (layer 0 exists only for 'resid', the embeddings)" if site != "resid" and layer == 0 else "")
@@ -107,9 +120,8 @@ class TokenLayout:
         return self.prefix + tuple(f"patch {r},{c}" for r in range(h) for c in range(w))
 
     def check_token(self, token: int) -> int:
-        if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
-            raise TypeError(f"token must be an int, got {type(token).__name__}")
-        if not 0 <= int(token) < self.n_tokens:
+        token = check_int(token, "token")
+        if not 0 <= token < self.n_tokens:
             raise ValueError(
                 f"token {token} is out of range: this sequence has {self.n_tokens} tokens (0..{self.n_tokens - 1})"
             )
@@ -125,6 +137,7 @@ class TokenLayout:
     def token_at(self, row: int, col: int) -> int:
         """Sequence index of the patch at (row, column)."""
         h, w = self.grid
+        row, col = check_int(row, "row"), check_int(col, "col")
         if not (0 <= row < h and 0 <= col < w):
             raise ValueError(f"patch ({row}, {col}) is outside the {h}x{w} grid")
         return self.n_prefix + row * w + col
@@ -315,7 +328,7 @@ class Trace:
             >>> trace.topk(3, layer=4).names[0]  # [CLS]'s three best classes at layer 4
             ['bar', 'star', 'cross']
         """
-        if not 1 <= k <= self.num_classes:
+        if not 1 <= check_int(k, "k") <= self.num_classes:
             raise ValueError(f"k must be between 1 and {self.num_classes}, got {k}")
         logits = self.logits(site)
         if layer is not None:
