@@ -37,7 +37,12 @@ def token_colour(position: int) -> str:
 
 
 def trajectory_lines(trace: Trace, values: np.ndarray, tokens: Sequence[int] = ()) -> list[Line]:
-    """[CLS] (when the model has it), the mean of the image tokens, then ``tokens`` in order, from ``values [rows, T]``."""
+    """[CLS] (when the model has it), the mean of the image tokens, then ``tokens`` in order, from ``values [rows, T]``.
+
+    Example:
+        >>> lines = trajectory_lines(trace, trace.identifiability("star"), tokens=[29])
+        >>> [line.label for line in lines], lines[0].colour  # the explorer's labels and palette
+    """
     lines = []
     if "cls" in trace.tokens.prefix:
         cls_token = trace.tokens.prefix.index("cls")

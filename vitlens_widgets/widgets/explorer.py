@@ -117,7 +117,13 @@ class Explorer(anywidget.AnyWidget):
         self._retrace()
 
     def perturbation_options(self) -> dict[str, Any]:
-        """The current what-if settings as ``Lens.trace`` keyword arguments."""
+        """The current what-if settings as ``Lens.trace`` keyword arguments.
+
+        Example:
+            >>> explorer.attention, explorer.perturb_blocks = "self_only", [5, 6]
+            >>> explorer.perturbation_options()
+            {'attention': 'self_only', 'renormalize': False, 'blocks': [5, 6]}
+        """
         options: dict[str, Any] = {}
         if self.attention:
             options.update(attention=self.attention, renormalize=self.renormalize)
@@ -229,7 +235,13 @@ class Explorer(anywidget.AnyWidget):
         return proposal["value"]
 
     def set_state(self, sync_data: dict) -> None:
-        """A change from the view: applied when valid; otherwise the view is told why and put back."""
+        """A change from the view: applied when valid; otherwise the view is told why and put back.
+
+        Example:
+            >>> explorer.set_state({"layer": 99})  # as if the view sent it: not applied
+            >>> explorer.error
+            'Not applied: layer 99 is out of range ...'
+        """
         try:
             super().set_state(sync_data)  # validated together: a site and its layer may arrive in one update
         except (traitlets.TraitError, ValueError, TypeError) as err:
