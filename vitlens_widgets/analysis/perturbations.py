@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from ..engine.lens import Lens
 from ..engine.trace import layer_numbers
-from .identifiability import iter_labelled, labelled_count, token_groups
+from .identifiability import token_groups
+from .runner import iter_labelled, labelled_count
 
 DROP_GROUPS = ("object", "context")
 
