@@ -17,7 +17,7 @@ from .memories import (
 )
 from .perturbations import perturbation_effects
 from .probes import images_to_match, probe_vs_projection, ridge_fit
-from .runner import Batch, Job, Ray, iter_labelled, run
+from .runner import Batch, Job, Ray, combine, iter_labelled, run
 from .sublayers import sublayer_contributions
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "PerImage",
     "Ray",
     "class_value_agreement",
+    "combine",
     "identifiability_by_block",
     "images_to_match",
     "iter_labelled",

@@ -123,14 +123,22 @@ def per_image_identifiability(
         >>> per_image = per_image_identifiability(lens, vl.data.shapes(100, seed=2))
         >>> per_image.identifiability["object"].shape, per_image.layers  # [images, rows], layer numbers
     """
+    return run(identifiability_job(site, batch_size, **perturbation), lens, data, executor, progress)
+
+
+def identifiability_job(site: str = "resid", batch_size: int = 64, **perturbation: Any) -> Job:
+    """:func:`per_image_identifiability` as a runner job (reduces to a :class:`PerImage`).
+
+    Example:
+        >>> per_image = run(identifiability_job("mlp"), lens, vl.data.shapes(50, seed=2), executor="ray")
+    """
     check_site(site)
-    job = Job(
+    return Job(
         map=partial(_identifiability_partials, site=site, perturbation=perturbation),
         reduce=partial(_per_image_from_columns, site=site),
         desc="identifiability",
         batch_size=batch_size,
     )
-    return run(job, lens, data, executor, progress)
 
 
 def _identifiability_partials(

@@ -219,15 +219,26 @@ def key_value_agreement(
         >>> df = key_value_agreement(lens, vl.data.shapes(200, seed=2), kind="mlp")
         >>> df.pivot(index="block", columns="tokens", values="agreement")
     """
+    job = agreement_job(kind, top_memories, top_classes, batch_size, seed)
+    return run(job, lens, data, executor, progress)
+
+
+def agreement_job(
+    kind: str = "mlp", top_memories: int = 5, top_classes: int = 5, batch_size: int = 64, seed: int = 0
+) -> Job:
+    """:func:`key_value_agreement` as a runner job (memory projections computed once per worker).
+
+    Example:
+        >>> run(agreement_job("attn"), lens, vl.data.shapes(50, seed=2), executor="ray")
+    """
     _check_kind(kind)
-    job = Job(
+    return Job(
         map=partial(_agreement_partials, kind=kind, top_memories=top_memories, seed=seed),
         reduce=partial(_agreement_frame, kind=kind),
         setup=partial(_classes_written, kind=kind, top_classes=top_classes),
         desc="key-value agreement",
         batch_size=batch_size,
     )
-    return run(job, lens, data, executor, progress)
 
 
 def _classes_written(lens: Lens, kind: str, top_classes: int) -> list[np.ndarray]:

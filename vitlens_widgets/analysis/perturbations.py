@@ -45,14 +45,22 @@ def perturbation_effects(
     Example:
         >>> perturbation_effects(lens, vl.data.shapes(500, seed=2), {"self_only": {"attention": "self_only"}})
     """
+    return run(perturbation_job(perturbations, site), lens, data, executor, progress)
+
+
+def perturbation_job(perturbations: Mapping[str, Mapping[str, Any]] | None = None, site: str = "resid") -> Job:
+    """:func:`perturbation_effects` as a runner job.
+
+    Example:
+        >>> run(perturbation_job({"self_only": {"attention": "self_only"}}), lens, vl.data.shapes(50, seed=2))
+    """
     chosen = {name: dict(options) for name, options in (perturbations or DEFAULT_PERTURBATIONS).items()}
-    job = Job(
+    return Job(
         map=partial(_perturbation_partials, chosen=chosen, site=site),
         reduce=partial(_perturbation_frame, chosen=chosen, site=site),
         desc="perturbations",
         batch_size=16,
     )
-    return run(job, lens, data, executor, progress)
 
 
 def _perturbation_partials(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,46 @@ def run(job: Job, lens: Lens, data: Any, executor: str | Ray = "local", progress
     return job.reduce(lens, columns)
 
 
+def combine(**jobs: Job) -> Job:
+    """Several jobs in one pass over the data (one forward pass feeds them all where they share it).
+
+    Each job keeps its own ``setup``, ``map`` and ``reduce``; the combined result is a
+    dict ``name -> result``. The batch size is the smallest of theirs.
+
+    Example:
+        >>> both = run(combine(ident=identifiability_job(), sub=sublayer_job()), lens, folder, executor="ray")
+        >>> both["sub"]  # sublayer_contributions' DataFrame
+    """
+    if not jobs:
+        raise ValueError("combine needs at least one job")
+    return Job(
+        map=partial(_combined_map, jobs=jobs),
+        reduce=partial(_combined_reduce, jobs=jobs),
+        setup=partial(_combined_setup, jobs=jobs),
+        desc=" + ".join(job.desc for job in jobs.values()),
+        batch_size=min(job.batch_size for job in jobs.values()),
+    )
+
+
+def _combined_setup(lens: Lens, jobs: dict[str, Job]) -> dict[str, Any]:
+    return {name: job.setup(lens) if job.setup is not None else None for name, job in jobs.items()}
+
+
+def _combined_map(lens: Lens, state: dict[str, Any], batch: Batch, jobs: dict[str, Job]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, job in jobs.items():
+        out |= {f"{name}:{key}": value for key, value in job.map(lens, state[name], batch).items()}
+    return out
+
+
+def _combined_reduce(lens: Lens, columns: dict[str, np.ndarray], jobs: dict[str, Job]) -> dict[str, Any]:
+    results = {}
+    for name, job in jobs.items():
+        own = {key.partition(":")[2]: value for key, value in columns.items() if key.startswith(f"{name}:")}
+        results[name] = job.reduce(lens, own | {"index": columns["index"]})
+    return results
+
+
 # --- data ---------------------------------------------------------------------------
 def iter_labelled(data: Any) -> Iterable[tuple[Any, int, np.ndarray | None]]:
     """``(image, label, mask or None)`` items from a ``ShapesBatch``, a Dataset or an iterable of tuples.
@@ -132,6 +173,8 @@ def labelled_count(data: Any) -> int | None:
     """
     if hasattr(data, "labels"):
         return len(data.labels)
+    if _is_ray_dataset(data):
+        return None  # counting a distributed dataset can cost a pass over it
     return len(data) if hasattr(data, "__len__") else None
 
 
@@ -271,10 +314,8 @@ def _run_ray(job: Job, lens: Lens, data: Any, options: Ray, progress: bool) -> d
         ray.init(address=options.address or os.environ.get("RAY_ADDRESS"))
     resources = ray.cluster_resources()
     gpus = options.num_gpus if options.num_gpus is not None else (1.0 if resources.get("GPU", 0) else 0.0)
-    actors = options.actors or max(
-        1, int(resources.get("GPU", 0) // gpus if gpus else resources.get("CPU", 1) // options.num_cpus)
-    )
     dataset, total = ray_dataset(data)
+    actors = options.actors or default_actors(resources, gpus, options.num_cpus, _is_ray_dataset(data))
     results = dataset.map_batches(
         LensActor,
         fn_constructor_args=(LensRecipe.of(lens), job, "cuda" if gpus else "cpu", max(1, int(options.num_cpus))),
@@ -294,12 +335,25 @@ def _run_ray(job: Job, lens: Lens, data: Any, options: Ray, progress: bool) -> d
     return {key: value[order] for key, value in gathered.items()}
 
 
+def default_actors(resources: dict[str, float], gpus: float, cpus: float, reads_upstream: bool) -> int:
+    """Actor pool size: one per GPU share, else one per ``cpus`` CPUs, less one when a dataset's own read tasks need a CPU.
+
+    Example:
+        >>> default_actors({"CPU": 8.0}, gpus=0, cpus=1, reads_upstream=False)
+        8
+    """
+    if gpus:
+        return max(1, int(resources.get("GPU", 0) // gpus))
+    return max(1, int(resources.get("CPU", 1) // cpus) - int(reads_upstream))
+
+
 def ray_dataset(data: Any) -> tuple[Any, int | None]:
     """``data`` as a Ray Dataset with an ``index`` column, and its length when known.
 
     Image folders become rows of file paths (each actor reads its own images; on a
     cluster the folder must be on a filesystem every node sees); in-memory data
-    becomes rows of arrays.
+    becomes rows of arrays. A Ray Dataset without an ``index`` column is numbered in
+    its row order and materialised first (give it an ``index`` column to stream it).
 
     Example:
         >>> dataset, n = ray_dataset(vl.data.image_folder("val", classes=lens.class_names))
@@ -309,8 +363,8 @@ def ray_dataset(data: Any) -> tuple[Any, int | None]:
     if _is_ray_dataset(data):
         if "index" in data.columns():
             return data, None
-        n = data.count()
-        return data.zip(ray.data.range(n).rename_columns({"id": "index"})), n
+        n = data.count()  # numbered once, before any actor holds a CPU (so the numbering cannot starve)
+        return data.zip(ray.data.range(n).rename_columns({"id": "index"})).materialize(), n
     if isinstance(data, ImageFolder):
         rows = [
             {"index": i, "path": path, "label": label, **({"mask_path": mask} if mask else {})}

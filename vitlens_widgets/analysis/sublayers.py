@@ -41,8 +41,16 @@ def sublayer_contributions(
     Example:
         >>> sublayer_contributions(Lens.demo(), vl.data.shapes(500, seed=2))
     """
-    job = Job(map=_sublayer_partials, reduce=_sublayer_frame, desc="sublayers", batch_size=batch_size)
-    return run(job, lens, data, executor, progress)
+    return run(sublayer_job(batch_size), lens, data, executor, progress)
+
+
+def sublayer_job(batch_size: int = 64) -> Job:
+    """:func:`sublayer_contributions` as a runner job.
+
+    Example:
+        >>> run(sublayer_job(), lens, vl.data.shapes(50, seed=2))
+    """
+    return Job(map=_sublayer_partials, reduce=_sublayer_frame, desc="sublayers", batch_size=batch_size)
 
 
 def _sublayer_partials(lens: Lens, _state: Any, batch: Batch) -> dict[str, np.ndarray]:

@@ -55,15 +55,29 @@ class LensRecipe:
     def of(cls, lens: Any) -> LensRecipe:
         """The lens's own recipe, else one that carries its model (moved to the CPU) and class names.
 
+        A lens of randomly initialised timm weights also travels with its model, so every worker has the same weights.
+
         Example:
             >>> LensRecipe.of(vl.Lens.demo()).source
             'demo'
         """
         recipe = getattr(lens, "recipe", None)
-        if recipe is not None:
+        if recipe is not None and not recipe.random_weights:
             return recipe
         model = lens.model if lens.device.type == "cpu" else _cpu_copy(lens.model)
         return cls("model", class_names=tuple(lens.class_names), model=model)
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether building draws fresh random weights (a timm model without pretrained or local weights).
+
+        Such a recipe would give every worker a different model, so :meth:`of` carries the model instead.
+
+        Example:
+            >>> LensRecipe.timm("vit_tiny_patch16_224", pretrained=False).random_weights
+            True
+        """
+        return self.source == "timm" and not self.pretrained and self.checkpoint_path is None
 
     def build(self, device: str | torch.device = "cpu") -> Any:
         """A fresh lens from this recipe, on ``device``.

@@ -65,14 +65,22 @@ def evaluate_relevance(
     Example:
         >>> curves, summary = evaluate_relevance(vl.Lens.demo(), vl.data.shapes(50, seed=2), methods=["class_space"])
     """
-    job = Job(
+    curves, summary, _ = run(relevance_job(methods, fractions, seed), lens, data, executor, progress)
+    return curves, summary
+
+
+def relevance_job(methods: Sequence[str] = METHODS, fractions: Sequence[float] = FRACTIONS, seed: int = 0) -> Job:
+    """:func:`evaluate_relevance` as a runner job; reduces to ``(curves, summary, per-image correctness)``.
+
+    Example:
+        >>> curves, summary, per_image = run(relevance_job(["class_space"]), lens, vl.data.shapes(20, seed=2))
+    """
+    return Job(
         map=partial(_relevance_partials, methods=tuple(methods), fractions=tuple(fractions), seed=seed),
         reduce=partial(_relevance_frames, fractions=tuple(fractions)),
         desc="relevance",
         batch_size=8,
     )
-    curves, summary, _ = run(job, lens, data, executor, progress)
-    return curves, summary
 
 
 def _relevance_partials(
