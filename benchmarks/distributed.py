@@ -1,25 +1,30 @@
 """Images per second of identifiability_by_block: local vs Ray Data with 1 and 2 actors, on the same image folder.
 
-    .venv/bin/python benchmarks/distributed.py [--model demo] [--images 256,1024] [--batch-size 64] [--device cpu]
+    .venv/bin/python benchmarks/distributed.py [--model demo] [--images 1024] [--batch-size 64] [--rounds 2]
 
 The images are demo images written once as PNG files to a temporary image folder
-(with masks); every executor reads, crops and traces the same files. Each
-executor runs at two dataset sizes, so that its wall time splits into a fixed
-cost (Ray: planning the dataset and starting the actors, which each build their
-lens) and a per-image cost (the slope). Printed: wall times, images per second
-end to end and in steady state (1 / slope), steady-state throughput relative to
-local, Ray's overhead per batch (the extra slope times the batch size), and an
-estimate of a survey of ImageNet val (50 000 images) x N checkpoints computed from
-these measurements. Every executor uses the whole machine: local runs with all
-CPUs as torch threads, Ray with 1 actor x all CPUs and 2 actors x half each.
+(with masks); every executor reads, crops and traces the same files. The job is
+identifiability_by_block's own, with one addition: each map call stamps its
+images with the wall-clock time it finished (all processes share the clock). So
+each run splits into a start-up (run start -> first batch done: for Ray, planning
+the dataset and starting actors that each build their lens) and a steady state
+(first -> last batch done; its images per second is what a long survey sees).
+Printed per executor (median over rounds): wall time, steady-state images per
+second and its ratio to local, start-up, and Ray's overhead per batch (steady
+batch interval minus local's). Then an estimate of a survey of ImageNet val
+(50 000 images) x N checkpoints computed from these numbers. Every executor uses
+the whole machine: local with all CPUs as torch threads, Ray with 1 actor x all
+CPUs and with 2 actors x half each.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +32,8 @@ import torch
 from PIL import Image
 
 import vitlens_widgets as vl
-from vitlens_widgets.analysis import Ray, identifiability_by_block
+from vitlens_widgets.analysis import Job, Ray, run
+from vitlens_widgets.analysis.identifiability import by_block_frame, identifiability_job
 from vitlens_widgets.data.folders import ImageFolder
 
 IMAGENET_VAL = 50_000
@@ -49,23 +55,50 @@ def build_lens(model: str, device: str) -> vl.Lens:
     return vl.Lens.from_timm(model, pretrained=False, num_classes=10, class_names=vl.data.CLASS_NAMES, device=device)
 
 
-def timed(lens: vl.Lens, folder: ImageFolder, n: int, batch_size: int, executor) -> float:
-    subset = ImageFolder(folder.root, folder.files[:n])
-    start = time.perf_counter()
-    identifiability_by_block(lens, subset, batch_size=batch_size, progress=False, executor=executor)
-    return time.perf_counter() - start
+def _stamped_map(lens, state, batch, inner):
+    out = inner(lens, state, batch)
+    out["done_at"] = np.full(len(batch), time.time())
+    return out
 
 
-def estimate_table(rate: float, fixed_s: float, label: str) -> list[str]:
+def _stamped_reduce(lens, columns, inner):
+    frame = by_block_frame(inner(lens, columns), "resid")
+    return frame, columns["done_at"]
+
+
+def measure(lens: vl.Lens, folder: ImageFolder, batch_size: int, executor) -> dict[str, float]:
+    job = identifiability_job(batch_size=batch_size)
+    stamped = Job(
+        map=partial(_stamped_map, inner=job.map),
+        reduce=partial(_stamped_reduce, inner=job.reduce),
+        desc=job.desc,
+        batch_size=batch_size,
+    )
+    start = time.time()
+    _, done_at = run(stamped, lens, folder, executor, progress=False)
+    end = time.time()
+    batches = np.unique(done_at)
+    first_batch = int((done_at == batches[0]).sum())
+    steady_s = batches[-1] - batches[0]
+    return {
+        "wall": end - start,
+        "startup": batches[0] - start,
+        "steady_rate": (len(done_at) - first_batch) / steady_s,
+        "batch_interval": steady_s / max(1, len(batches) - 1),
+        "gather": end - batches[-1],
+    }
+
+
+def estimate_table(rate: float, startup_s: float, label: str) -> list[str]:
     """Hours for ImageNet val x N checkpoints on 1, 4 and 16 workers like the measured one (an estimate).
 
     Each worker runs one actor at the measured steady-state rate; every checkpoint pays the
-    measured fixed cost once (actors start in parallel); scaling across workers is taken
-    as linear, since the driver only gathers a few floats per image.
+    measured start-up once (actors start in parallel); scaling across workers is taken as
+    linear, since the driver only gathers a few floats per image.
     """
     lines = [f"| checkpoints | 1 {label} | 4 {label}s | 16 {label}s |", "|---|---|---|---|"]
     for n in (1, 7, 30):
-        cells = [f"{n * (IMAGENET_VAL / (rate * k) + fixed_s) / 3600:.2f} h" for k in (1, 4, 16)]
+        cells = [f"{n * (IMAGENET_VAL / (rate * k) + startup_s) / 3600:.2f} h" for k in (1, 4, 16)]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return lines
 
@@ -73,13 +106,13 @@ def estimate_table(rate: float, fixed_s: float, label: str) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo", help="demo, or a timm name (random weights, 10 classes)")
-    p.add_argument("--images", default="256,1024", help="two dataset sizes")
+    p.add_argument("--images", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     import ray
 
-    small, large = (int(n) for n in args.images.split(","))
     cpus = os.cpu_count() or 1
     torch.set_num_threads(cpus)
     gpus = 1.0 if args.device.startswith("cuda") else 0.0
@@ -92,33 +125,37 @@ def main() -> None:
         "ray, 1 actor": Ray(actors=1, num_cpus=cpus, num_gpus=gpus),
         "ray, 2 actors": Ray(actors=2, num_cpus=max(1, cpus // 2), num_gpus=gpus / 2),
     }
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in executors}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_images(Path(tmp), large)
-        timed(lens, folder, args.batch_size, args.batch_size, "local")  # warm-up
-        walls = {
-            name: [timed(lens, folder, n, args.batch_size, ex) for n in (small, large)]
-            for name, ex in executors.items()
-        }
+        folder = write_images(Path(tmp), args.images)
+        measure(lens, ImageFolder(folder.root, folder.files[: args.batch_size]), args.batch_size, "local")  # warm-up
+        for _ in range(args.rounds):  # interleaved, so that a busy spell of the machine hits every executor
+            for name, executor in executors.items():
+                results[name].append(measure(lens, folder, args.batch_size, executor))
     ray.shutdown()
-    print(f"model {args.model} on {args.device}, {cpus} CPUs, batch {args.batch_size}, images {small} and {large}")
+    med = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
+    print(
+        f"model {args.model} on {args.device}, {cpus} CPUs, {args.images} images, batch {args.batch_size}, "
+        f"median of {args.rounds} interleaved rounds"
+    )
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    fits = {}
-    for name, (t_small, t_large) in walls.items():
-        slope = (t_large - t_small) / (large - small)
-        fits[name] = (slope, t_small - slope * small)
-    local_slope = fits["local"][0]
-    for name, (t_small, t_large) in walls.items():
-        slope, fixed = fits[name]
+    local = med["local"]
+    for name, m in med.items():
         print(
-            f"{name:<14} wall {t_small:6.2f} s / {t_large:6.2f} s | end to end {large / t_large:7.1f} img/s | "
-            f"steady {1 / slope:7.1f} img/s = {local_slope / slope:4.2f}x local | fixed {fixed:5.1f} s | "
-            f"overhead per batch {(slope - local_slope) * args.batch_size * 1000:6.1f} ms"
+            f"{name:<14} wall {m['wall']:6.1f} s | steady {m['steady_rate']:7.1f} img/s = "
+            f"{m['steady_rate'] / local['steady_rate']:4.2f}x local | start-up {m['startup']:5.1f} s | "
+            f"overhead per batch {(m['batch_interval'] - local['batch_interval']) * 1000:7.1f} ms | "
+            f"gather {m['gather'] * 1000:5.0f} ms"
         )
+    for name, runs in results.items():
+        print(f"  {name} per round: " + ", ".join(f"{r['steady_rate']:.1f} img/s" for r in runs))
     worker = "GPU" if gpus else "machine like this"
-    rate, fixed = 1 / fits["ray, 1 actor"][0], max(0.0, fits["ray, 1 actor"][1])
+    one = med["ray, 1 actor"]
     print(f"\nEstimate from the numbers above: identifiability survey of ImageNet val x N checkpoints of {args.model}")
-    print(f"({rate:.1f} img/s per worker in steady state, {fixed:.0f} s fixed per checkpoint)")
-    print("\n".join(estimate_table(rate, fixed, worker)))
+    print(
+        f"({one['steady_rate']:.1f} img/s per worker in steady state, {one['startup']:.0f} s start-up per checkpoint)"
+    )
+    print("\n".join(estimate_table(one["steady_rate"], one["startup"], worker)))
 
 
 if __name__ == "__main__":

@@ -258,8 +258,7 @@ def _is_ray_dataset(data: Any) -> bool:
 def _run_local(job: Job, lens: Lens, data: Any, progress: bool) -> dict[str, np.ndarray]:
     state = job.setup(lens) if job.setup is not None else None
     parts = []
-    total = len(data) if isinstance(data, ImageFolder) else labelled_count(data)
-    with tqdm(total=total, desc=job.desc, unit="img", disable=not progress) as bar:
+    with tqdm(total=labelled_count(data), desc=job.desc, unit="img", disable=not progress) as bar:
         for batch in local_batches(lens, data, job.batch_size):
             parts.append(_partials(job, lens, state, batch))
             bar.update(len(batch))
