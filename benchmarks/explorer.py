@@ -13,12 +13,18 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
   reply received, without rendering) and a bare round trip (ping -> pong) beside it;
   each change follows a 250 ms pause, and the kernel-served ones are measured once
   more back to back ("b2b"), where Nagle's algorithm shows without the extension;
-* layer change (slider): input to the next painted frame, and the synchronous
-  render work alone (state set -> grid painted), p50/p95; and for real arrow-key
-  presses on the slider, how many were painted in the very next frame (Event Timing);
-* first paint: from running the cell (kernel warm) to the painted grid.
+* layer change (slider): input to the next painted frame (grid and trajectories),
+  and the synchronous render work alone (state set -> grid painted), p50/p95; how
+  often the trajectories' layer marker already shows the new layer when that task
+  ends; and for real arrow-key presses on the slider, how many were painted in the
+  very next frame (Event Timing);
+* the first class change after opening (the logits table still on its way for large
+  models), and first paint: from running the cell (kernel warm) to the painted grid.
 
 ``--no-busy-favicon`` measures the same with JupyterLab's busy-favicon plugin disabled.
+``--tree PATH`` measures another checkout of the package (e.g. the previous main in a
+git worktree) with the same script, for side-by-side figures: the kernel imports that
+checkout and its bundle; the page-side probes below work with both explorers.
 """
 
 from __future__ import annotations
@@ -70,7 +76,12 @@ MEASURE_CLASS = """async ([cls, pause]) => {
 MEASURE_PING = """async ([id, pause]) => {
   await new Promise(r => setTimeout(r, pause));
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
-  return await new Promise(resolve => {
+  if (ui.source) {
+    const start = performance.now();
+    await ui.source.ask({kind: 'ping'});
+    return performance.now() - start;
+  }
+  return await new Promise(resolve => {  // the previous explorer: hand-rolled messages
     const start = performance.now();
     const handler = (content) => {
       if (content?.type === 'pong' && content.id === id) {
@@ -87,8 +98,11 @@ MEASURE_LAYER = """async ([layer]) => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
   const start = performance.now();
   ui.setState('layer', layer);
+  await Promise.resolve();  // the view redraws in a microtask of the same task
+  const marker = document.querySelector('.vl-explorer .vl-marker');
+  const markerFollows = !!marker && marker.dataset.layer === String(layer);
   await new Promise(r => requestAnimationFrame(() => r()));
-  return performance.now() - start;
+  return [performance.now() - start, markerFollows];
 }"""
 
 # The synchronous work of a layer change (state set -> grid painted), without waiting for the frame.
@@ -102,25 +116,28 @@ MEASURE_LAYER_RENDER = """async ([layer]) => {
 
 LATENCIES = "() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.store.latencies.slice()"
 
-STATE = """() => {
-  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
-  const [image, site, metric] = [ui.model.get('image_index'), ui.model.get('site'), ui.model.get('metric')];
-  return {depth: ui.model.get('token_layout').depth, n: ui.model.get('class_names').length, cls: ui.model.get('cls'),
-          table: ui.store.tables.has(`${image}|${site}`),
-          cached: Array.from({length: ui.model.get('class_names').length}, (_, c) =>
-            ui.store.cache.has(`${image}|${site}|${metric}|${c}`))};
+# Page-side probes that read both this explorer and the previous one (store keys and fields differ).
+TABLE_HELD = """(ui) => {
+  const [image, site] = [ui.model.get('image_index'), ui.model.get('site')];
+  return ui.store.hasTable ? ui.store.hasTable(image, site) : ui.store.tables.has(`${image}|${site}`);
 }"""
 
-# The view asks for the site's logits table after the first paint; wait until it holds it.
-TABLE_ARRIVED = """() => {
+STATE = f"""() => {{
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
-  return ui.store.tables.has(`${ui.model.get('image_index')}|${ui.model.get('site')}`);
-}"""
+  const [image, site, metric] = [ui.model.get('image_index'), ui.model.get('site'), ui.model.get('metric')];
+  const cached = (c) => ui.store.cache.has(`${{image}}|now|${{site}}|${{metric}}|${{c}}`)
+    || ui.store.cache.has(`${{image}}|${{site}}|${{metric}}|${{c}}`);
+  return {{depth: ui.model.get('token_layout').depth, n: ui.model.get('class_names').length, cls: ui.model.get('cls'),
+          table: ({TABLE_HELD})(ui), cached: Array.from({{length: ui.model.get('class_names').length}}, (_, c) => cached(c))}};
+}}"""
+
+# The view asks for the site's logits table after the first paint; wait until it holds it.
+TABLE_ARRIVED = f"() => ({TABLE_HELD})(document.querySelector('.vl-explorer').parentElement.__vlExplorer)"
 
 # Force every further class to come from the kernel: no logits table, nothing cached.
 NO_TABLES = """() => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
-  ui.store.tablesUnavailable = true;
+  if (ui.store.disableTables) ui.store.disableTables(); else ui.store.tablesUnavailable = true;
   ui.store.clear();
 }"""
 
@@ -192,25 +209,32 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
             timeout=300_000,
         )
         first_paint = (time.perf_counter() - started) * 1000
+        state = page.evaluate(STATE)
+        first_class = page.evaluate(MEASURE_CLASS, [(state["cls"] + 1) % state["n"], 0])
+        table_by_then = page.evaluate(TABLE_ARRIVED)
         page.wait_for_timeout(1500)
         page.wait_for_function(TABLE_ARRIVED, timeout=60_000)
         page.wait_for_timeout(500)
         state = page.evaluate(STATE)
         cached = [c for c, hit in enumerate(state["cached"]) if hit and c != state["cls"]]
         derived = [c for c, hit in enumerate(state["cached"]) if not hit]
-        prefetched = [page.evaluate(MEASURE_CLASS, [cached[i % len(cached)], PAUSE_MS]) for i in range(repeats)]
+        prefetched = [
+            page.evaluate(MEASURE_CLASS, [cached[i % len(cached)], PAUSE_MS]) for i in range(repeats if cached else 0)
+        ]
         from_table = [page.evaluate(MEASURE_CLASS, [c, PAUSE_MS]) for c in derived[:repeats]]
         before = page.evaluate(LATENCIES)
         from_kernel = kernel_served(page, state["n"], repeats, PAUSE_MS)
         round_trips = page.evaluate(LATENCIES)[len(before) :]
         back_to_back = kernel_served(page, state["n"], repeats, 0)
         pings = [page.evaluate(MEASURE_PING, [1_000_000 + i, PAUSE_MS]) for i in range(repeats)]
-        layers = [page.evaluate(MEASURE_LAYER, [i % (state["depth"] + 1)]) for i in range(repeats)]
+        layer_runs = [page.evaluate(MEASURE_LAYER, [i % (state["depth"] + 1)]) for i in range(repeats)]
+        layers = [elapsed for elapsed, _ in layer_runs]
+        marker_follows = sum(follows for _, follows in layer_runs)
         renders = [page.evaluate(MEASURE_LAYER_RENDER, [(i + 1) % (state["depth"] + 1)]) for i in range(repeats)]
         by_keyboard = keyboard_layer_changes(page, repeats)
         page.close()
     return {
-        "class (prefetched)": percentiles(prefetched),
+        "class (prefetched)": percentiles(prefetched) if prefetched else "n/a (nothing cached)",
         "class (logits table)": percentiles(from_table) if from_table else "n/a (every class prefetched)",
         "class (from kernel)": percentiles(from_kernel),
         "kernel round trip": percentiles(round_trips),
@@ -219,6 +243,8 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         "layer change": percentiles(layers),
         "layer render only": percentiles(renders),
         "layer, arrow keys": by_keyboard,
+        "marker in same task": f"{marker_follows} of {repeats}",
+        "first class change": f"{first_class:6.1f} (logits table {'held' if table_by_then else 'still on its way'})",
         "first paint": f"{first_paint:6.0f}",
     }
 
@@ -228,12 +254,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--tcp-nodelay", choices=["both", "on", "off"], default="both", help="server extension setting")
+    parser.add_argument("--tree", type=Path, help="measure the vitlens_widgets of another checkout")
     parser.add_argument(
         "--no-busy-favicon",
         action="store_true",
         help="disable JupyterLab's busy-favicon plugin (it repaints the tab icon on every kernel busy/idle)",
     )
     args = parser.parse_args()
+    if args.tree:
+        os.environ["PYTHONPATH"] = str(args.tree.resolve())  # the kernel imports that checkout's package
     if args.no_busy_favicon:
         config = Path(tempfile.mkdtemp()) / "labconfig"
         config.mkdir()

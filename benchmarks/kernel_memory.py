@@ -5,7 +5,8 @@
 For each model it opens a notebook in JupyterLab (Debian Chromium via
 Playwright), imports the package, opens the explorer on a three-image gallery,
 visits every image, site and metric in the browser (so every projection the view
-can ask for is computed), then reads the kernel's own ``/proc/self/smaps_rollup``:
+can ask for is computed) and turns the what-if perturbation on for every block in
+turn, then reads the kernel's own ``/proc/self/smaps_rollup``:
 
 * RSS: resident memory, shared libraries included;
 * PSS: RSS with shared pages divided among the processes sharing them;
@@ -14,15 +15,19 @@ can ask for is computed), then reads the kernel's own ``/proc/self/smaps_rollup`
   script imports them itself first, as another student's kernel would on a hub,
   so that shared library pages are not counted as private.
 
-It prints each figure after ``import vitlens_widgets`` and with the explorer open.
-``--saved`` loads the gallery from a file written by ``lens.save_traces`` instead
-of tracing it in the kernel.
+It prints each figure after ``import vitlens_widgets``, with the explorer open after
+that session ("explorer"), after the same session once more ("again": memory should
+stay flat) and after ``explorer.clear_cache()`` ("cleared"). ``--saved`` loads the
+gallery from a file written by ``lens.save_traces`` instead of tracing it in the
+kernel. ``--tree PATH`` measures another checkout of the package (e.g. an older
+commit in a git worktree) with the same script, for side-by-side figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -61,7 +66,15 @@ VISIT_EVERYTHING = """async () => {
   }
   ui.setState('image_index', 0); ui.setState('site', 'resid'); ui.setState('metric', 'identifiability');
   await settle();
+  for (let block = 1; block <= ui.model.get('token_layout').depth; block++) {
+    ui.setState('perturb_blocks', [block]); ui.setState('attention', 'self_only'); await settle();
+  }
+  ui.setState('attention', ''); ui.setState('perturb_blocks', []);
+  await settle();
 }"""
+
+# clear_cache() on the explorer (this package) or on the lens (older checkouts without it).
+CLEAR = "import gc\n(explorer.clear_cache if hasattr(explorer, 'clear_cache') else lens.clear_cache)()\ngc.collect()"
 
 
 def run_cell(page, index: int, count: int) -> None:
@@ -86,7 +99,10 @@ def measure(browser, model: str, saved: bool) -> dict[str, dict[str, float]]:
     cells = [
         f"{MEMORY_CELL}\nimport vitlens_widgets as vl, vitlens_widgets.widgets\nafter_import = kernel_memory()",
         f"{MODELS[model]}{gallery}\nexplorer = vl.explore(lens, images)\nexplorer",
-        f"json.dump({{'import': after_import, 'explorer': kernel_memory()}}, open({str(out)!r}, 'w'))",
+        "after_session = kernel_memory()",
+        "after_again = kernel_memory()",
+        f"{CLEAR}\nstages = {{'import': after_import, 'explorer': after_session, 'again': after_again, 'cleared': kernel_memory()}}\n"
+        f"json.dump(stages, open({str(out)!r}, 'w'))",
     ]
     write_notebook(root / "memory.ipynb", cells)
     with running_lab(root) as lab:
@@ -102,6 +118,9 @@ def measure(browser, model: str, saved: bool) -> dict[str, dict[str, float]]:
         )
         page.evaluate(VISIT_EVERYTHING)
         run_cell(page, 2, 3)
+        page.evaluate(VISIT_EVERYTHING)
+        run_cell(page, 3, 4)
+        run_cell(page, 4, 5)
         page.close()
     return json.loads(out.read_text())
 
@@ -112,7 +131,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--saved", action="store_true", help="load the gallery with lens.load_traces")
+    parser.add_argument("--tree", type=Path, help="measure the vitlens_widgets of another checkout")
     args = parser.parse_args()
+    if args.tree:
+        os.environ["PYTHONPATH"] = str(args.tree.resolve())  # the kernel imports that checkout's package
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -3,8 +3,8 @@
  * and an ARIA grid of focusable cells (prefix tokens in their own labelled row above).
  */
 
-import { css, type ColourScale, TOKEN_COLOURS } from "./colors";
-import type { Layout } from "./store";
+import type { Layout } from "./model";
+import { css, type ColourScale, tokenColour } from "./palette";
 
 export interface GridEvents {
   hover(token: number | null): void;
@@ -134,7 +134,7 @@ export class TokenGrid {
       const isSelected = String(position >= 0);
       if (cell.getAttribute("aria-selected") !== isSelected)
         cell.setAttribute("aria-selected", isSelected);
-      const outline = position >= 0 ? TOKEN_COLOURS[position % TOKEN_COLOURS.length] : "";
+      const outline = position >= 0 ? tokenColour(position) : "";
       if (cell.style.outlineColor !== outline) cell.style.outlineColor = outline;
       cell.classList.toggle("vl-selected", position >= 0); // a no-op when the class is already so
       cell.classList.toggle("vl-highlight", t === highlight);

@@ -1,6 +1,7 @@
 /** The class picker: a WAI-ARIA combobox with a listbox popup over all class names. */
 
 import { matchClasses } from "./fuzzy";
+import { PICKER_BLUR_MS } from "./timing";
 
 let pickerCount = 0;
 
@@ -37,7 +38,9 @@ export class ClassPicker {
     this.input.addEventListener("input", () => this.open(this.input.value));
     this.input.addEventListener("focus", () => this.input.select());
     this.input.addEventListener("keydown", (e) => this.onKey(e));
-    this.input.addEventListener("blur", () => window.setTimeout(() => this.close(), 150));
+    this.input.addEventListener("blur", () =>
+      window.setTimeout(() => this.close(), PICKER_BLUR_MS),
+    );
     this.list.addEventListener("mousedown", (e) => e.preventDefault()); // keep focus in the input
   }
 

@@ -1,22 +1,25 @@
 /**
- * The self-contained page written by `export_html`: the same explorer view, served by a
- * model that answers from precomputed data inlined in the page instead of a kernel.
+ * The self-contained page written by `export_html`: the same ExplorerApp, with a local model
+ * standing in for the widget's traits and a static source answering slice requests from data
+ * inlined in the page (computed by the Python engine). No kernel: no what-if, relevance or memories.
  */
 
-import { ExplorerUI } from "./explorer";
-import { halfToFloat } from "./standalone-data";
-import type { ViewModel } from "./store";
+import { ExplorerApp } from "./explorer";
+import type { Layout, Specs, StateModel, Traits } from "./model";
+import type { Answer, AnyAsk, Kind } from "./protocol";
+import { type Buffers, type DataSource, SourceError } from "./source";
 
 interface ImageData {
-  layout: unknown;
+  layout: Layout;
   png: string;
   prediction: number;
   classes: number[];
-  slices: Record<string, string>;
+  slices: Record<string, string>; // "site|metric" -> float16 [classes, rows, T], base64
   topk: Record<string, { indices: string; probs: string; k: number }>;
 }
 
 interface PageData {
+  specs: Specs;
   class_names: string[];
   images: ImageData[];
   complete: boolean;
@@ -29,15 +32,31 @@ function bytes(b64: string): ArrayBuffer {
   return out.buffer;
 }
 
-type Listener = (...args: any[]) => void;
+/** IEEE half floats (as uint16) to float32. */
+export function halfToFloat(halves: Uint16Array): Float32Array {
+  const out = new Float32Array(halves.length);
+  for (let i = 0; i < halves.length; i++) {
+    const h = halves[i];
+    const sign = h & 0x8000 ? -1 : 1;
+    const exponent = (h >> 10) & 0x1f;
+    const fraction = h & 0x3ff;
+    if (exponent === 0) out[i] = sign * 2 ** -14 * (fraction / 1024);
+    else if (exponent === 31) out[i] = fraction ? NaN : sign * Infinity;
+    else out[i] = sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+  }
+  return out;
+}
 
-/** A ViewModel over the page's data: same events and messages as the kernel-backed one. */
-export class StaticModel implements ViewModel {
-  private state: Record<string, unknown>;
+type Listener = (...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** The traits' stand-in: local state with change events; choosing an image or site loads its data. */
+export class StaticModel implements StateModel {
+  private state: Partial<Traits>;
   private listeners = new Map<string, Set<Listener>>();
 
   constructor(private data: PageData) {
     this.state = {
+      specs: data.specs,
       class_names: data.class_names,
       n_images: data.images.length,
       image_index: 0,
@@ -46,22 +65,25 @@ export class StaticModel implements ViewModel {
       selected: [],
       highlight: -1,
       error: "",
-      standalone: true,
+      trace_version: 0,
+      attention: "",
+      removed: [],
     };
     this.loadImage(0);
-    this.state.layer = (this.state.token_layout as { depth: number }).depth;
+    this.state.layer = this.state.token_layout!.depth;
   }
 
-  get(name: string): any {
-    return this.state[name];
+  get<K extends keyof Traits>(name: K): Traits[K] {
+    return this.state[name] as Traits[K];
   }
 
-  set(name: string, value: unknown): void {
+  set<K extends keyof Traits>(name: K, value: Traits[K]): void {
     const old = this.state[name];
     this.state[name] = value;
-    if (name === "image_index" && value !== old) this.loadImage(value as number);
-    if (name === "site" && value !== old) this.loadTopk();
-    if (old !== value) this.emit(`change:${name}`);
+    if (old === value) return;
+    if (name === "image_index") this.loadImage(value as number);
+    if (name === "site") this.loadTopk();
+    this.emit(`change:${name}`);
   }
 
   save_changes(): void {}
@@ -75,72 +97,92 @@ export class StaticModel implements ViewModel {
     if (event && callback) this.listeners.get(event)?.delete(callback);
   }
 
-  send(content: any): void {
-    if (content?.type !== "slices") return;
-    const image = this.data.images[this.state.image_index as number];
-    const key = `${content.site}|${content.metric}`;
-    const missing = content.classes.filter((c: number) => !image.classes.includes(c));
-    queueMicrotask(() => {
-      if (missing.length || !image.slices[key]) {
-        const names = missing.map((c: number) => this.data.class_names[c]).join(", ");
-        this.emit("msg:custom", {
-          type: "error",
-          id: content.id,
-          message: `This page was exported with the top ${image.classes.length} classes only; '${names}' is not included.`,
-        });
-        return;
-      }
-      const all = halfToFloat(new Uint16Array(bytes(image.slices[key])));
-      const layout = image.layout as { n_tokens: number };
-      const rows = all.length / image.classes.length / layout.n_tokens;
-      const size = rows * layout.n_tokens;
-      const picked = new Float32Array(size * content.classes.length);
-      content.classes.forEach((c: number, i: number) => {
-        const j = image.classes.indexOf(c);
-        picked.set(all.subarray(j * size, (j + 1) * size), i * size);
-      });
-      const reply = {
-        ...content,
-        image_index: this.state.image_index,
-        rows,
-        tokens: layout.n_tokens,
-      };
-      this.emit("msg:custom", reply, [picked.buffer]);
-    });
-  }
-
-  private emit(event: string, ...args: unknown[]): void {
-    this.listeners.get(event)?.forEach((fn) => fn(...args));
+  private emit(event: string): void {
+    this.listeners.get(event)?.forEach((fn) => fn());
   }
 
   private loadImage(index: number): void {
     const image = this.data.images[index];
-    this.state.token_layout = image.layout;
-    this.state.image_png = bytes(image.png);
-    this.state.prediction = image.prediction;
-    this.state.cls = image.prediction;
+    Object.assign(this.state, {
+      token_layout: image.layout,
+      image_png: bytes(image.png),
+      prediction: image.prediction,
+      base_prediction: image.prediction,
+      cls: image.prediction,
+    });
     this.loadTopk();
     for (const name of ["token_layout", "image_png", "cls"]) this.emit(`change:${name}`);
   }
 
   private loadTopk(): void {
-    const image = this.data.images[this.state.image_index as number];
-    const topk = image.topk[this.state.site as string];
-    this.state.topk_indices = bytes(topk.indices);
-    this.state.topk_probs = bytes(topk.probs);
-    this.state.topk_k = topk.k;
-    this.emit("change:topk_indices");
+    const image = this.data.images[this.state.image_index!];
+    const topk = image.topk[this.state.site!];
+    Object.assign(this.state, {
+      topk_indices: bytes(topk.indices),
+      topk_probs: bytes(topk.probs),
+      topk_k: topk.k,
+    });
+    this.emit("change:topk_probs");
   }
+}
+
+/** Slices from the page's data, for the image the model shows; a class left out of the export is an error. */
+export class StaticSource implements DataSource {
+  readonly serves: ReadonlySet<Kind> = new Set<Kind>(["slices"]);
+
+  constructor(
+    private data: PageData,
+    private model: StaticModel,
+  ) {}
+
+  ask<R extends AnyAsk>(request: R): Promise<[Answer<R["kind"]>, Buffers]> {
+    if (request.kind !== "slices")
+      return Promise.reject(new SourceError(`this page cannot answer '${request.kind}' requests`));
+    const { site, metric, classes } = request;
+    const index = this.model.get("image_index");
+    const image = this.data.images[index];
+    const missing = classes.filter((c) => !image.classes.includes(c));
+    const packed = image.slices[`${site}|${metric}`];
+    if (missing.length || !packed) {
+      const names = missing.map((c) => this.data.class_names[c]).join(", ");
+      const message = `This page was exported with the top ${image.classes.length} classes only; '${names}' is not included.`;
+      return Promise.reject(new SourceError(message));
+    }
+    const all = halfToFloat(new Uint16Array(bytes(packed)));
+    const size = all.length / image.classes.length;
+    const picked = new Float32Array(size * classes.length);
+    classes.forEach((c, i) => {
+      const j = image.classes.indexOf(c);
+      picked.set(all.subarray(j * size, (j + 1) * size), i * size);
+    });
+    const tokens = image.layout.n_tokens;
+    const reply = {
+      kind: "slices" as const,
+      id: 0,
+      image: index,
+      version: 0,
+      site,
+      metric,
+      classes,
+      rows: size / tokens,
+      tokens,
+      base: false,
+    };
+    return Promise.resolve([reply as Answer<R["kind"]>, [picked.buffer]]);
+  }
+
+  dispose(): void {}
 }
 
 function mount(): void {
   const host = document.getElementById("vitlens-explorer");
   const source = document.getElementById("vitlens-data");
   if (!host || !source?.textContent) return;
-  const model = new StaticModel(JSON.parse(source.textContent) as PageData);
-  const ui = new ExplorerUI(model);
-  host.append(ui.root);
-  (host as any).__vlExplorer = ui;
+  const data = JSON.parse(source.textContent) as PageData;
+  const model = new StaticModel(data);
+  const app = new ExplorerApp(model, new StaticSource(data, model));
+  host.append(app.root);
+  (host as HTMLElement & { __vlExplorer?: ExplorerApp }).__vlExplorer = app;
 }
 
-mount();
+if (typeof document !== "undefined") mount(); // not when unit tests import this module

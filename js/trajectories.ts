@@ -1,104 +1,159 @@
 /**
- * A small SVG trajectory chart, used where bqplot cannot run: the self-contained HTML export.
- * In a live notebook the kernel draws the same lines with bqplot.
+ * Class-embedding trajectories as a small SVG chart: one line per token across layers, and a
+ * marker at the current layer. Lines are rebuilt when the data changes; the marker moves alone.
  */
 
-const SVG = "http://www.w3.org/2000/svg";
-const W = 420;
-const H = 200;
-const PAD = { left: 40, right: 12, top: 12, bottom: 28 };
+import { LINES } from "./palette";
 
-export interface Series {
+const SVG = "http://www.w3.org/2000/svg";
+const W = 520;
+const H = 220;
+const PAD = { left: 44, right: 150, top: 18, bottom: 28 };
+
+export interface Line {
   token: number; // -1 = mean of image tokens
   label: string;
   colour: string;
   values: number[];
+  dashed?: boolean; // the unperturbed model's line
+}
+
+export interface ChartData {
+  layers: number[];
+  lines: Line[];
+  range: [number, number];
+  title: string;
+}
+
+function node<K extends keyof SVGElementTagNameMap>(
+  tag: K,
+  attributes: Record<string, string | number>,
+  text?: string,
+): SVGElementTagNameMap[K] {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) el.setAttribute(name, String(value));
+  if (text !== undefined) el.textContent = text;
+  return el;
 }
 
 export class TrajectoryChart {
   readonly root: SVGSVGElement;
+  private marker = node("line", { class: "vl-marker", stroke: LINES.marker });
+  private data: ChartData | null = null;
+  private dataKey = "";
 
   constructor(
     private onLayer: (layer: number) => void,
     private onHover: (token: number) => void,
   ) {
-    this.root = document.createElementNS(SVG, "svg");
-    this.root.setAttribute("class", "vl-trajectories");
-    this.root.setAttribute("viewBox", `0 0 ${W} ${H}`);
-    this.root.setAttribute("role", "img");
+    this.root = node("svg", { class: "vl-trajectories", viewBox: `0 0 ${W} ${H}`, role: "img" });
     this.root.setAttribute("aria-label", "Trajectories");
   }
 
-  draw(
-    layers: number[],
-    series: Series[],
-    current: number,
-    range: [number, number],
-    title: string,
-  ): void {
-    const [lo, hi] = range[1] > range[0] ? range : [range[0], range[0] + 1];
-    const x = (layer: number) =>
-      PAD.left +
-      ((layer - layers[0]) / Math.max(1, layers[layers.length - 1] - layers[0])) *
-        (W - PAD.left - PAD.right);
-    const y = (v: number) => H - PAD.bottom - ((v - lo) / (hi - lo)) * (H - PAD.top - PAD.bottom);
-    const parts: SVGElement[] = [];
-    parts.push(text(PAD.left, 10, title, "vl-traj-title"));
-    parts.push(line(PAD.left, y(lo), W - PAD.right, y(lo), "vl-axis"));
-    parts.push(line(PAD.left, y(lo), PAD.left, y(hi), "vl-axis"));
-    parts.push(
-      text(4, y(hi) + 4, hi.toFixed(2), "vl-tick"),
-      text(4, y(lo), lo.toFixed(2), "vl-tick"),
-    );
-    for (const layer of layers) {
-      const label = text(x(layer) - 3, H - 10, String(layer), "vl-tick");
+  private x(layer: number): number {
+    const layers = this.data?.layers ?? [0, 1];
+    const span = Math.max(1, layers[layers.length - 1] - layers[0]);
+    return PAD.left + ((layer - layers[0]) / span) * (W - PAD.left - PAD.right);
+  }
+
+  private y(value: number): number {
+    const [lo, hi] = this.data?.range ?? [0, 1];
+    return H - PAD.bottom - ((value - lo) / (hi - lo || 1)) * (H - PAD.top - PAD.bottom);
+  }
+
+  /** Draw `data` (rebuilt only when it differs from what is drawn) with the marker at `layer`. */
+  draw(data: ChartData, key: string, layer: number): void {
+    if (key !== this.dataKey) {
+      this.dataKey = key;
+      this.data = data;
+      this.rebuild();
+    }
+    this.setLayer(layer);
+  }
+
+  setLayer(layer: number): void {
+    const x = String(this.x(layer));
+    if (this.marker.getAttribute("x1") === x) return;
+    this.marker.setAttribute("x1", x);
+    this.marker.setAttribute("x2", x);
+    this.marker.dataset.layer = String(layer);
+  }
+
+  private rebuild(): void {
+    const data = this.data!;
+    const [lo, hi] = data.range;
+    this.marker.setAttribute("y1", String(this.y(lo)));
+    this.marker.setAttribute("y2", String(this.y(hi)));
+    const parts: SVGElement[] = [
+      node("text", { x: PAD.left, y: 12, class: "vl-traj-title" }, data.title),
+      node("line", {
+        x1: PAD.left,
+        y1: this.y(lo),
+        x2: W - PAD.right,
+        y2: this.y(lo),
+        class: "vl-axis",
+      }),
+      node("line", {
+        x1: PAD.left,
+        y1: this.y(lo),
+        x2: PAD.left,
+        y2: this.y(hi),
+        class: "vl-axis",
+      }),
+      node("text", { x: 4, y: this.y(hi) + 4, class: "vl-tick" }, hi.toFixed(2)),
+      node("text", { x: 4, y: this.y(lo), class: "vl-tick" }, lo.toFixed(2)),
+    ];
+    for (const layer of data.layers) {
+      const label = node(
+        "text",
+        { x: this.x(layer) - 3, y: H - 10, class: "vl-tick" },
+        String(layer),
+      );
       label.addEventListener("click", () => this.onLayer(layer));
       parts.push(label);
     }
-    parts.push(line(x(current), y(lo), x(current), y(hi), "vl-marker"));
-    series.forEach((s) => {
-      const path = document.createElementNS(SVG, "polyline");
-      path.setAttribute("points", s.values.map((v, j) => `${x(layers[j])},${y(v)}`).join(" "));
-      path.setAttribute("class", "vl-series");
-      path.setAttribute("stroke", s.colour);
-      path.setAttribute("data-token", String(s.token));
-      const tip = document.createElementNS(SVG, "title");
-      tip.textContent = s.label;
-      path.append(tip);
-      path.addEventListener("mouseenter", () => this.onHover(s.token));
-      parts.push(path);
+    parts.push(this.marker);
+    data.lines.forEach((line, i) => parts.push(...this.series(line, i)));
+    const hit = node("rect", {
+      x: PAD.left,
+      y: PAD.top,
+      width: W - PAD.left - PAD.right,
+      height: H - PAD.top - PAD.bottom,
+      class: "vl-hit",
     });
-    const hit = document.createElementNS(SVG, "rect");
-    hit.setAttribute("x", String(PAD.left));
-    hit.setAttribute("y", String(PAD.top));
-    hit.setAttribute("width", String(W - PAD.left - PAD.right));
-    hit.setAttribute("height", String(H - PAD.top - PAD.bottom));
-    hit.setAttribute("class", "vl-hit");
-    hit.addEventListener("click", (e) => {
-      const box = this.root.getBoundingClientRect();
-      const px = ((e.clientX - box.left) / box.width) * W;
-      const nearest = layers.reduce((a, b) => (Math.abs(x(b) - px) < Math.abs(x(a) - px) ? b : a));
-      this.onLayer(nearest);
-    });
+    hit.addEventListener("click", (e) => this.onLayer(this.nearestLayer(e as MouseEvent)));
     this.root.replaceChildren(hit, ...parts);
   }
-}
 
-function line(x1: number, y1: number, x2: number, y2: number, cls: string): SVGLineElement {
-  const el = document.createElementNS(SVG, "line");
-  el.setAttribute("x1", String(x1));
-  el.setAttribute("y1", String(y1));
-  el.setAttribute("x2", String(x2));
-  el.setAttribute("y2", String(y2));
-  el.setAttribute("class", cls);
-  return el;
-}
+  /** A line and its legend entry. */
+  private series(line: Line, index: number): SVGElement[] {
+    const points = line.values
+      .map((v, j) => (Number.isFinite(v) ? `${this.x(this.data!.layers[j])},${this.y(v)}` : ""))
+      .filter(Boolean)
+      .join(" ");
+    const path = node("polyline", {
+      points,
+      class: line.dashed ? "vl-series vl-baseline" : "vl-series",
+      stroke: line.colour,
+      "data-token": line.token,
+    });
+    if (line.token === -1) path.setAttribute("stroke-dasharray", "6 3");
+    if (line.dashed) path.setAttribute("stroke-dasharray", "2 3");
+    path.append(node("title", {}, line.label));
+    path.addEventListener("mouseenter", () => this.onHover(line.token));
+    path.addEventListener("mouseleave", () => this.onHover(-1));
+    const y = PAD.top + 4 + index * 14;
+    const key = node("line", { x1: W - PAD.right + 10, y1: y, x2: W - PAD.right + 26, y2: y });
+    key.setAttribute("stroke", line.colour);
+    key.setAttribute("class", "vl-legend-key");
+    const label = node("text", { x: W - PAD.right + 30, y: y + 4, class: "vl-tick" }, line.label);
+    return [path, key, label];
+  }
 
-function text(x: number, y: number, content: string, cls: string): SVGTextElement {
-  const el = document.createElementNS(SVG, "text");
-  el.setAttribute("x", String(x));
-  el.setAttribute("y", String(y));
-  el.setAttribute("class", cls);
-  el.textContent = content;
-  return el;
+  private nearestLayer(e: MouseEvent): number {
+    const box = this.root.getBoundingClientRect();
+    const px = ((e.clientX - box.left) / box.width) * W;
+    const layers = this.data?.layers ?? [0];
+    return layers.reduce((a, b) => (Math.abs(this.x(b) - px) < Math.abs(this.x(a) - px) ? b : a));
+  }
 }

@@ -13,7 +13,9 @@ from IPython.utils.capture import capture_output
 from PIL import Image
 
 import vitlens_widgets as vl
-from vitlens_widgets.widgets.snapshot import GRID_PX, VIRIDIS, colour_map, snapshot_png
+from vitlens_widgets.widgets.snapshot import GRID_PX, HEAT_STOPS, colour_map, snapshot_png, trajectory_image
+
+VIRIDIS = HEAT_STOPS["sequential"]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_explorer_displays_the_widget_then_a_snapshot(lens, images):
     assert widget.data["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.model_id
     html = snapshot.data["text/html"]
     assert 'class="vitlens-snapshot"' in html
-    name = lens.class_names[explorer.view.cls]
+    name = lens.class_names[explorer.cls]
     assert f"identifiability of class &#x27;{name}&#x27; in the residual stream at layer 6" in html
     png = base64.b64decode(re.search(r"base64,([^\"]+)", html).group(1))
     assert png == explorer.snapshot()
@@ -65,6 +67,17 @@ def test_explorer_displays_the_widget_then_a_snapshot(lens, images):
 def test_snapshot_follows_the_view_state(lens, images):
     explorer = vl.explore(lens, images)
     first = explorer.snapshot()
-    explorer.view.site = "mlp"
-    explorer.view.selected = [5]
+    explorer.site = "mlp"
+    explorer.selected = [5]
     assert explorer.snapshot() != first
+
+
+def test_snapshot_lines_use_the_palette_of_the_view(lens, images):
+    """[CLS] blue, the image-token mean grey, selected tokens from the palette in selection order."""
+    trace = lens.trace(images[0])
+    values = trace.identifiability(trace.prediction.index, "resid")
+    lines = vl.plots.trajectory_lines(trace, values, [5, 9])
+    assert [line.colour for line in lines] == ["#1f77b4", "#7f7f7f", "#ff7f0e", "#2ca02c"]
+    picture = np.asarray(trajectory_image(range(7), lines, 3, "identifiability")).reshape(-1, 3)
+    colours = {tuple(p) for p in picture.tolist()}
+    assert {(31, 119, 180), (127, 127, 127), (255, 127, 14), (44, 160, 44)} <= colours

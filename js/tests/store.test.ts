@@ -2,91 +2,167 @@ import assert from "node:assert/strict";
 import { mock, test } from "node:test";
 
 import { matchClasses } from "../fuzzy";
-import { halfToFloat } from "../standalone-data";
-import {
-  SliceStore,
-  sliceFromLogits,
-  sortInSteps,
-  type LogitsTable,
-  type ViewModel,
-} from "../store";
+import type { AnyAsk, Kind } from "../protocol";
+import { type Buffers, type DataSource, SourceError } from "../source";
+import { halfToFloat } from "../standalone";
+import { SliceStore } from "../store";
 
-function fakeModel() {
-  const sent: any[] = [];
-  const model: ViewModel = {
-    get: () => undefined,
-    set: () => {},
-    save_changes: () => {},
-    on: () => {},
-    off: () => {},
-    send: (content: unknown) => void sent.push(content),
-  };
-  return { model, sent };
+/** A source whose answers the test gives by hand, in any order. */
+class ManualSource implements DataSource {
+  readonly serves = new Set<Kind>(["slices", "logits"]);
+  asked: { request: any; resolve: (v: [any, Buffers]) => void; reject: (e: Error) => void }[] = [];
+  version = 0;
+  ask(request: AnyAsk): Promise<any> {
+    return new Promise((resolve, reject) => this.asked.push({ request, resolve, reject }));
+  }
+  answer(i: number, rows = 2, tokens = 3): Promise<void> {
+    const { request, resolve } = this.asked[i];
+    const data = new Float32Array(request.classes.length * rows * tokens).map((_, j) => j);
+    resolve([
+      { ...request, id: i, image: 0, version: this.version, rows, tokens, base: !!request.base },
+      [data.buffer],
+    ]);
+    return new Promise((r) => setImmediate(r)); // let the store's handlers run
+  }
+  dispose(): void {}
 }
 
-/** A store whose data and error callbacks do nothing. */
-function quietStore(model: ViewModel): SliceStore {
+function quietStore(source: DataSource, errors: string[] = []): SliceStore {
   return new SliceStore(
-    model,
-    () => {},
-    () => {},
-  );
-}
-
-function reply(request: any, rows = 2, tokens = 3): [any, ArrayBuffer[]] {
-  const data = new Float32Array(request.classes.length * rows * tokens).map((_, i) => i);
-  return [
-    {
-      type: "slices",
-      id: request.id,
-      image_index: 0,
-      site: request.site,
-      metric: request.metric,
-      classes: request.classes,
-      rows,
-      tokens,
-    },
-    [data.buffer],
-  ];
-}
-
-test("while a request is in flight only the latest pending one is kept", () => {
-  const { model, sent } = fakeModel();
-  const store = quietStore(model);
-  for (const cls of [1, 2, 3, 4])
-    store.request(0, { site: "resid", metric: "logit", classes: [cls] });
-  assert.equal(sent.length, 1);
-  assert.deepEqual(sent[0].classes, [1]);
-  store.receive(...reply(sent[0]));
-  assert.equal(sent.length, 2);
-  assert.deepEqual(sent[1].classes, [4]); // 2 and 3 were stale and never sent
-  store.receive(...reply(sent[1]));
-  assert.equal(sent.length, 2);
-});
-
-test("replies are split per class and cached", () => {
-  const { model, sent } = fakeModel();
-  const store = quietStore(model);
-  store.request(0, { site: "attn", metric: "probability", classes: [5, 7] });
-  store.receive(...reply(sent[0]));
-  assert.deepEqual(Array.from(store.get(0, "attn", "probability", 7)!), [6, 7, 8, 9, 10, 11]);
-  store.request(0, { site: "attn", metric: "probability", classes: [5, 7] });
-  assert.equal(sent.length, 1); // cached: no new request
-});
-
-test("an error reply frees the queue and is reported", () => {
-  const { model, sent } = fakeModel();
-  const errors: string[] = [];
-  const store = new SliceStore(
-    model,
+    source,
     () => {},
     (m) => errors.push(m),
   );
-  store.request(0, { site: "resid", metric: "logit", classes: [1] });
-  store.request(0, { site: "resid", metric: "logit", classes: [2] });
-  store.receive({ type: "error", id: sent[0].id, message: "bad class" }, []);
+}
+
+const resid = { image: 0, site: "resid", metric: "logit" };
+
+test("while a request is in flight only the latest pending one is kept", async () => {
+  const source = new ManualSource();
+  const store = quietStore(source);
+  for (const cls of [1, 2, 3, 4]) store.request(resid, [cls]);
+  assert.equal(source.asked.length, 1);
+  await source.answer(0);
+  assert.equal(source.asked.length, 2);
+  assert.deepEqual(source.asked[1].request.classes, [4]); // 2 and 3 were stale and never sent
+});
+
+test("replies are split per class and cached", async () => {
+  const source = new ManualSource();
+  const store = quietStore(source);
+  const q = { image: 0, site: "attn", metric: "probability" };
+  store.request(q, [5, 7]);
+  await source.answer(0);
+  assert.deepEqual(Array.from(store.get({ ...q, cls: 7 })!), [6, 7, 8, 9, 10, 11]);
+  store.request(q, [5, 7]);
+  assert.equal(source.asked.length, 1); // cached: nothing asked
+});
+
+test("an error frees the queue and is reported", async () => {
+  const source = new ManualSource();
+  const errors: string[] = [];
+  const store = quietStore(source, errors);
+  store.request(resid, [1]);
+  store.request(resid, [2]);
+  source.asked[0].reject(new SourceError("bad class"));
+  await new Promise((r) => setImmediate(r));
   assert.deepEqual(errors, ["bad class"]);
-  assert.equal(sent.length, 2);
+  assert.equal(source.asked.length, 2);
+});
+
+test("answers for an older trace are dropped; unperturbed slices survive a re-trace", async () => {
+  const source = new ManualSource();
+  const store = quietStore(source);
+  store.request(resid, [1]);
+  store.request({ ...resid, base: true }, [1]); // waits: one user request at a time
+  store.setVersion(1); // a perturbation re-traced while the answer was on its way
+  await source.answer(0);
+  assert.equal(store.get({ ...resid, cls: 1 }), undefined);
+  store.request({ ...resid, base: true }, [1]);
+  source.version = 1;
+  await source.answer(1);
+  assert.ok(store.get({ ...resid, cls: 1, base: true }));
+  store.setVersion(2);
+  assert.ok(store.get({ ...resid, cls: 1, base: true }));
+});
+
+test("prefetches wait for a pause and never delay a user request", async () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    const source = new ManualSource();
+    const store = quietStore(source);
+    store.prefetch(resid, [7, 8]);
+    mock.timers.tick(100);
+    store.request(resid, [1]);
+    mock.timers.tick(1000);
+    assert.equal(source.asked.length, 1); // the user's request went out; the speculation was dropped
+    await source.answer(0);
+    store.prefetch(resid, [7, 8]);
+    assert.equal(source.asked.length, 1);
+    mock.timers.tick(1000);
+    assert.equal(source.asked.length, 2);
+    assert.deepEqual(source.asked[1].request.classes, [7, 8]);
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test("the logits table comes in row chunks, then serves every class without asking", async () => {
+  const source = new ManualSource();
+  let data = 0;
+  const store = new SliceStore(
+    source,
+    () => data++,
+    () => {},
+  );
+  store.requestTable(0, "mlp", 3, 2);
+  store.requestTable(0, "mlp", 3, 2);
+  assert.equal(source.asked.length, 1);
+  assert.deepEqual(source.asked[0].request, { kind: "logits", site: "mlp", start: 0, stop: 2 });
+  const chunk = (start: number, stop: number) => {
+    const rows = stop - start;
+    const logits = new Float32Array(rows * 2 * 4).map((_, i) => (start * 8 + i) % 5);
+    const reply = {
+      kind: "logits",
+      id: 0,
+      image: 0,
+      version: 0,
+      site: "mlp",
+      start,
+      stop,
+      rows: 3,
+      tokens: 2,
+      classes: 4,
+    };
+    return [reply, [logits.buffer, new Float32Array(rows * 2).buffer]] as [any, Buffers];
+  };
+  store.request({ image: 0, site: "mlp", metric: "logit" }, [1]); // a user request goes between chunks
+  assert.equal(source.asked.length, 2);
+  source.asked[0].resolve(chunk(0, 2));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(source.asked[2].request, { kind: "logits", site: "mlp", start: 2, stop: 3 });
+  assert.equal(store.hasTable(0, "mlp"), false);
+  source.asked[2].resolve(chunk(2, 3));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(store.hasTable(0, "mlp"), true);
+  assert.deepEqual(
+    Array.from(store.get({ image: 0, site: "mlp", metric: "logit", cls: 2 })!),
+    [2, 1, 0, 4, 3, 2],
+  );
+  store.setVersion(3);
+  assert.equal(store.hasTable(0, "mlp"), false);
+});
+
+test("a declined table falls back to per-class requests, silently", async () => {
+  const source = new ManualSource();
+  const errors: string[] = [];
+  const store = quietStore(source, errors);
+  store.requestTable(0, "resid", 7, 1);
+  source.asked[0].reject(new SourceError("too large"));
+  await new Promise((r) => setImmediate(r));
+  store.requestTable(0, "attn", 6, 1);
+  assert.equal(source.asked.length, 1);
+  assert.deepEqual(errors, []);
 });
 
 test("class matching ranks exact, prefix, substring, then in-order matches", () => {
@@ -98,123 +174,8 @@ test("class matching ranks exact, prefix, substring, then in-order matches", () 
 });
 
 test("float16 decoding", () => {
-  const halves = new Uint16Array([0x3c00, 0xc000, 0x0000, 0x3555, 0x7c00]);
-  const out = Array.from(halfToFloat(halves));
+  const out = Array.from(halfToFloat(new Uint16Array([0x3c00, 0xc000, 0x0000, 0x3555, 0x7c00])));
   assert.deepEqual(out.slice(0, 3), [1, -2, 0]);
   assert.ok(Math.abs(out[3] - 0.33325) < 1e-4);
   assert.equal(out[4], Infinity);
-});
-
-test("prefetches wait for a pause and never delay a user request", () => {
-  mock.timers.enable({ apis: ["setTimeout"] });
-  try {
-    const { model, sent } = fakeModel();
-    const store = quietStore(model);
-    store.prefetch(0, { site: "resid", metric: "logit", classes: [7, 8] });
-    mock.timers.tick(100);
-    store.request(0, { site: "resid", metric: "logit", classes: [1] });
-    mock.timers.tick(1000);
-    assert.equal(sent.length, 1); // the user's request went out; the speculation was dropped
-    assert.deepEqual(sent[0].classes, [1]);
-    store.receive(...reply(sent[0]));
-    store.prefetch(0, { site: "resid", metric: "logit", classes: [7, 8] });
-    assert.equal(sent.length, 1); // not yet: waiting for a pause
-    mock.timers.tick(200);
-    assert.equal(sent.length, 2);
-    store.request(0, { site: "resid", metric: "logit", classes: [2] });
-    assert.equal(sent.length, 3); // a user request goes out even while a speculative one is in flight
-    store.receive(...reply(sent[2]));
-    store.receive(...reply(sent[1]));
-    assert.ok(store.get(0, "resid", "logit", 8) && store.get(0, "resid", "logit", 2));
-  } finally {
-    mock.timers.reset();
-  }
-});
-
-// Two rows x one token x four classes; row 0 has a tie at the top, row 1 a removed token (NaN).
-function table(): LogitsTable {
-  const logits = new Float32Array([3, 1, 3, 2, NaN, NaN, NaN, NaN]);
-  const lse = new Float32Array([Math.log(2 * Math.exp(3) + Math.exp(1) + Math.exp(2)), NaN]);
-  return { logits, logPartition: lse, rows: 2, tokens: 1, classes: 4 };
-}
-
-test("slices derived from logits follow the kernel's definitions, ties and removed tokens included", () => {
-  const t = table();
-  assert.deepEqual(Array.from(sliceFromLogits(t, "identifiability", 0)), [1, NaN]); // tied at the top
-  assert.deepEqual(Array.from(sliceFromLogits(t, "identifiability", 3)), [0.5, NaN]); // two greater
-  assert.deepEqual(Array.from(sliceFromLogits(t, "identifiability", 1)), [0.25, NaN]);
-  assert.deepEqual(Array.from(sliceFromLogits(t, "logit", 3)), [2, NaN]);
-  const p = sliceFromLogits(t, "probability", 0)[0];
-  assert.ok(Math.abs(p - Math.exp(3) / (2 * Math.exp(3) + Math.exp(1) + Math.exp(2))) < 1e-6);
-});
-
-test("a logits table is asked for once and then serves every class without the kernel", () => {
-  const { model, sent } = fakeModel();
-  let data = 0;
-  const store = new SliceStore(
-    model,
-    () => data++,
-    () => {},
-  );
-  store.requestTable(0, "mlp");
-  store.requestTable(0, "mlp");
-  assert.equal(sent.length, 1);
-  assert.deepEqual(sent[0], { type: "logits", id: sent[0].id, site: "mlp", image_index: 0 });
-  const t = table();
-  store.receive(
-    { type: "logits", id: sent[0].id, image_index: 0, site: "mlp", rows: 2, tokens: 1, classes: 4 },
-    [t.logits.buffer as ArrayBuffer, t.logPartition.buffer as ArrayBuffer],
-  );
-  assert.equal(data, 1);
-  assert.deepEqual(Array.from(store.get(0, "mlp", "identifiability", 3)!), [0.5, NaN]);
-  store.request(0, { site: "mlp", metric: "logit", classes: [2] });
-  assert.equal(sent.length, 1); // derivable: nothing asked
-  assert.equal(store.get(0, "resid", "logit", 2), undefined); // other sites still come from the kernel
-  store.setVersion(5); // a perturbation re-traced: the table is stale
-  assert.equal(store.get(0, "mlp", "logit", 2), undefined);
-});
-
-test("a declined table falls back to per-class requests, silently", () => {
-  const { model, sent } = fakeModel();
-  const errors: string[] = [];
-  const store = new SliceStore(
-    model,
-    () => {},
-    (m) => errors.push(m),
-  );
-  store.requestTable(0, "resid");
-  store.receive({ type: "error", id: sent[0].id, message: "too large" }, []);
-  store.requestTable(0, "attn");
-  assert.equal(sent.length, 1); // not asked again
-  assert.deepEqual(errors, []);
-  store.request(0, { site: "resid", metric: "logit", classes: [1] });
-  assert.equal(sent[1].type, "slices");
-});
-
-test("ranks from the sorted logits equal the full count, ties and NaN included", () => {
-  const classes = 50;
-  const rows = 7;
-  const logits = new Float32Array(rows * classes).map(
-    (_, i) => Math.round(Math.sin(i * 12.9898) * 20) / 4,
-  );
-  logits.fill(NaN, 3 * classes, 4 * classes); // a removed token
-  logits[5 * classes + 7] = NaN; // a stray NaN among classes
-  const plain: LogitsTable = {
-    logits,
-    logPartition: new Float32Array(rows),
-    rows,
-    tokens: 1,
-    classes,
-  };
-  const sorted: LogitsTable = { ...plain };
-  const steps: (() => void)[] = [];
-  sortInSteps(sorted, (step) => steps.push(step));
-  while (steps.length) steps.shift()!(); // run every step now
-  assert.equal(sorted.sortedCount, rows);
-  for (let cls = 0; cls < classes; cls++) {
-    assert.deepEqual(
-      Array.from(sliceFromLogits(sorted, "identifiability", cls)),
-      Array.from(sliceFromLogits(plain, "identifiability", cls)),
-    );
-  }
 });

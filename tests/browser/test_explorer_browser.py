@@ -47,7 +47,7 @@ def lab_page(browser, tmp_path_factory):
         page.keyboard.press("Shift+Enter")
         page.wait_for_selector(".vl-explorer canvas.vl-heat", timeout=180_000)
         page.wait_for_function("() => !document.querySelector('.vl-explorer').classList.contains('vl-loading')")
-        page.wait_for_selector(".bqplot path.line", timeout=60_000)
+        page.wait_for_selector(".vl-trajectories polyline.vl-series", timeout=60_000)
         yield page, errors
         page.close()
 
@@ -102,41 +102,57 @@ def test_moving_the_layer_slider_changes_the_heatmap(lab_page):
     assert pixels(page) != before
 
 
-def test_typing_a_class_name_changes_the_trajectories(lab_page):
+LINE_POINTS = "ps => ps.map(p => p.getAttribute('points'))"
+MARKER_AND_LAYER = """() => {
+  const root = document.querySelector('.vl-explorer');
+  return {marker: root.querySelector('.vl-marker').dataset.layer, label: root.querySelector('.vl-layer-label').textContent};
+}"""
+
+
+def test_the_trajectory_marker_follows_the_layer_in_the_same_frame(lab_page):
     page, _ = lab_page
-    title = page.locator(".bqplot text").filter(has_text="across layers")
+    slider = page.get_by_role("slider", name="Layer")
+    slider.focus()
+    for key in ("End", "Home", "ArrowRight", "ArrowRight"):
+        page.keyboard.press(key)
+        shown = page.evaluate(MARKER_AND_LAYER)  # read in the task after the key: no wait, no kernel
+        assert shown["label"].startswith(shown["marker"])
+    assert page.evaluate(MARKER_AND_LAYER)["marker"] == "2"
+
+
+def test_typing_a_class_name_changes_the_grid_and_the_trajectories(lab_page):
+    page, _ = lab_page
+    title = page.locator(".vl-traj-title")
     before = title.text_content()
-    lines_before = page.locator(".bqplot path.line").evaluate_all("ps => ps.map(p => p.getAttribute('d'))")
+    grid_before = pixels(page)
+    lines_before = page.locator(".vl-trajectories polyline").evaluate_all(LINE_POINTS)
     target = "crescent" if "crescent" not in before else "heart"
     picker = page.get_by_role("combobox", name="Class")
     picker.click()
     picker.fill(target[:4])
     page.get_by_role("option", name=target).wait_for()
     page.keyboard.press("Enter")
-    page.wait_for_function(
-        f"() => Array.from(document.querySelectorAll('.bqplot text')).some(t => t.textContent.includes(\"'{target}'\"))"
-    )
-    page.wait_for_timeout(300)
-    lines_after = page.locator(".bqplot path.line").evaluate_all("ps => ps.map(p => p.getAttribute('d'))")
-    assert lines_after != lines_before
+    page.wait_for_function(f"() => document.querySelector('.vl-traj-title').textContent.includes(\"'{target}'\")")
+    lines_after = page.locator(".vl-trajectories polyline").evaluate_all(LINE_POINTS)
+    assert lines_after != lines_before and pixels(page) != grid_before
 
 
-DERIVED_VS_KERNEL = """() => {
+DERIVED_VS_KERNEL = """async () => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
-  const [image, site, metric] = [ui.model.get('image_index'), ui.model.get('site'), ui.model.get('metric')];
+  const q = {image: ui.model.get('image_index'), site: ui.model.get('site'), metric: ui.model.get('metric')};
   const classes = ui.model.get('class_names').map((_, c) => c);
-  const kernel = classes.map(c => ui.store.cache.get(`${image}|${site}|${metric}|${c}`));
-  ui.store.cache.clear();  // from here on, slices can only come from the logits table
-  const firstId = ui.store.nextId;
-  const derived = classes.map(c => ui.store.get(image, site, metric, c));
-  const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i] || (Number.isNaN(v) && Number.isNaN(b[i])));
-  return {compared: kernel.filter(k => k).length, asked: ui.store.nextId - firstId,
-          equal: kernel.every((k, c) => !k || same(k, derived[c]))};
+  const derived = classes.map(cls => ui.store.get({...q, cls}));
+  const [reply, buffers] = await ui.source.ask({kind: 'slices', ...q, classes});
+  const b = buffers[0];
+  const kernel = new Float32Array(b.buffer ? b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) : b);
+  const size = reply.rows * reply.tokens;
+  const same = (a, k) => a.every((v, i) => v === k[i] || (Number.isNaN(v) && Number.isNaN(k[i])));
+  return {derived: derived.filter(Boolean).length, equal: derived.every((d, c) => same(d, kernel.subarray(c * size, (c + 1) * size)))};
 }"""
 
 TABLE_HELD = """() => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
-  return ui.store.tables.has(`${ui.model.get('image_index')}|${ui.model.get('site')}`);
+  return ui.store.hasTable(ui.model.get('image_index'), ui.model.get('site'));
 }"""
 
 
@@ -144,18 +160,18 @@ def test_the_logits_table_reproduces_the_kernels_slices_in_the_browser(lab_page)
     page, _ = lab_page
     page.wait_for_function(TABLE_HELD)
     result = page.evaluate(DERIVED_VS_KERNEL)
-    assert result["compared"] >= 5  # the demo's classes were all pushed by the kernel
-    assert result["equal"] and result["asked"] == 0
+    assert result["derived"] == 10 and result["equal"]
 
 
 def test_clicking_a_cell_selects_it_and_adds_a_line(lab_page):
     page, _ = lab_page
-    lines = page.locator(".bqplot path.line")
-    count = lines.count()
     cell = page.get_by_role("gridcell", name="patch row 4, column 5")
+    token = int(cell.get_attribute("data-token"))
+    assert page.locator(f".vl-trajectories polyline[data-token='{token}']").count() == 0
     cell.click()
     assert cell.get_attribute("aria-selected") == "true"
-    page.wait_for_function(f"() => document.querySelectorAll('.bqplot path.line').length > {count}")
+    line = page.locator(f".vl-trajectories polyline[data-token='{token}']")
+    assert line.count() == 1 and line.get_attribute("stroke") == "#ff7f0e"  # palette.json, first selected token
     cell.press("Enter")  # keyboard toggles it off again
     assert cell.get_attribute("aria-selected") == "false"
 
@@ -187,6 +203,7 @@ def test_what_if_perturbations_retrace_live(lab_page):
     page.wait_for_function("() => document.querySelector('.vl-whatif').textContent.startsWith('Prediction')")
     page.wait_for_timeout(300)
     assert pixels(page) != before
+    page.wait_for_selector(".vl-trajectories polyline.vl-baseline")  # the unperturbed lines, for comparison
     page.get_by_role("button", name="Remove tokens by clicking").click()
     cell = page.get_by_role("gridcell", name="patch row 1, column 1")
     cell.click()
@@ -208,6 +225,20 @@ def test_relevance_overlay_repaints_the_grid(lab_page):
     assert pixels(page) != before
     page.get_by_role("radio", name="off").check()
     page.wait_for_function("() => !document.querySelector('.vl-legend').textContent.startsWith('relevance')")
+
+
+def test_a_value_the_kernel_rejects_is_shown_and_undone(lab_page):
+    page, _ = lab_page
+    page.evaluate("() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.set('image_index', 99)")
+    status = page.locator(".vl-explorer .vl-status")
+    status.wait_for(state="visible", timeout=20_000)
+    assert "image_index must be 0..2" in status.text_content()
+    page.wait_for_function(
+        "() => document.querySelector('.vl-explorer').parentElement.__vlExplorer.model.get('image_index') === 0"
+    )
+    page.get_by_role("button", name="Next image").click()  # a valid change clears the message
+    page.wait_for_function("() => document.querySelector('.vl-explorer .vl-status').hidden")
+    page.get_by_role("button", name="Previous image").click()
 
 
 def test_no_errors_in_the_browser_console(lab_page):
@@ -254,5 +285,32 @@ def test_exported_page_is_interactive_without_a_kernel(browser, tmp_path: Path):
     assert "'ring'" in page.locator(".vl-traj-title").text_content()
     page.get_by_role("button", name="Next image").click()
     assert page.get_by_text("image 2 of 2").count() == 1
+    assert errors == []
+    page.close()
+
+
+HOSTILE = [
+    "</script><script>window.pwned=1</script>",
+    "<!--<script",
+    "a\u2028b\u2029c",
+    "&amp; <b>",
+    *[f"c{i}" for i in range(6)],
+]
+
+
+def test_exported_page_survives_hostile_class_names(browser, tmp_path: Path):
+    import vitlens_widgets as vl
+
+    lens = vl.Lens(vl.Lens.demo().model, class_names=HOSTILE)
+    path = tmp_path / "hostile.html"
+    vl.export_html(lens, vl.data.shapes(1, seed=2).images, path, title="<!--<script>")
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    page.wait_for_selector(".vl-explorer canvas.vl-heat")  # not a blank page
+    assert page.evaluate("() => window.pwned") is None
+    page.get_by_role("combobox", name="Class").fill("<!--")
+    assert page.get_by_role("option", name="<!--<script").count() == 1  # shown as text, not markup
     assert errors == []
     page.close()

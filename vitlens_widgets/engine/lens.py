@@ -174,6 +174,7 @@ class Lens:
         blocks: Iterable[int] | None = None,
         renormalize: bool = False,
         drop_tokens: Iterable[int] | None = None,
+        cache: bool = True,
     ) -> Trace:
         """Run the model on one image and keep every hidden state.
 
@@ -185,6 +186,9 @@ class Lens:
         ``renormalize`` for ``no_cls``, and ``drop_tokens`` (image tokens removed
         from the sequence).
 
+        ``cache=False`` neither reads nor fills the recent-traces cache (for one-off
+        traces such as the explorer's what-if, which keeps the one it shows itself).
+
         Example:
             >>> lens.trace(image, attention="self_only", blocks=[4, 5, 6])
         """
@@ -194,11 +198,11 @@ class Lens:
         if not perturbation.active and fingerprint in self._pinned:
             return self._pinned[fingerprint]
         key = (fingerprint, perturbation)
-        if key in self._cache:
+        if cache and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         trace = self._run([prepared], perturbation)[0]
-        if self.cache_size:
+        if cache and self.cache_size:
             self._cache[key] = trace
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)

@@ -1,153 +1,107 @@
-"""Class-embedding trajectories: a metric of one class across layers, one line per token (bqplot)."""
+"""Class-embedding trajectories: a metric of one class across layers, one line per token.
+
+:func:`trajectory_lines` says which lines there are and in which colour (the same
+as the explorer's view and snapshot, from one palette); :func:`trajectories`
+draws them as a bqplot figure for notebooks that build their own plots.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import bqplot as bq
 import numpy as np
 
-# Colours: [CLS], mean of image tokens, then selected tokens (Tableau 10, colour-blind friendly order).
-CLS_COLOUR = "#1f77b4"
-MEAN_COLOUR = "#7f7f7f"
-TOKEN_COLOURS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
-BASELINE = -2  # pseudo-token of the unperturbed comparison lines
-METRIC_RANGES = {"identifiability": (0.0, 1.0), "probability": (0.0, 1.0)}
+from ..engine.trace import ClassLike, Trace, layer_numbers
+from ..widgets.payload import metric_slices
+from ..widgets.specs import PALETTE, check_metric, site_spec
+
+LINE_COLOURS = PALETTE["lines"]
+
+
+@dataclass(frozen=True)
+class Line:
+    """One trajectory: ``token`` is a token index, or -1 for the mean of the image tokens."""
+
+    token: int
+    label: str
+    colour: str
+    values: np.ndarray  # [rows]
 
 
 def token_colour(position: int) -> str:
-    """The colour of the ``position``-th selected token (shared with the grid's outline colours)."""
-    return TOKEN_COLOURS[position % len(TOKEN_COLOURS)]
+    """The colour of the ``position``-th selected token (the grid outlines it in the same colour)."""
+    colours = LINE_COLOURS["tokens"]
+    return colours[position % len(colours)]
 
 
-class TrajectoryFigure:
-    """A bqplot figure of ``metric`` across layers for [CLS], the mean image token and selected tokens.
+def trajectory_lines(trace: Trace, values: np.ndarray, tokens: Sequence[int] = ()) -> list[Line]:
+    """[CLS] (when the model has it), the mean of the image tokens, then ``tokens`` in order, from ``values [rows, T]``."""
+    lines = []
+    if "cls" in trace.tokens.prefix:
+        cls_token = trace.tokens.prefix.index("cls")
+        lines.append(Line(cls_token, "[CLS]", LINE_COLOURS["cls"], values[:, cls_token]))
+    image = values[:, trace.tokens.image_tokens]
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(image, axis=1) if np.isfinite(image).any() else np.full(len(values), np.nan)
+    lines.append(Line(-1, "image tokens (mean)", LINE_COLOURS["mean"], mean))
+    for i, token in enumerate(tokens):
+        lines.append(Line(int(token), trace.tokens.names[token], token_colour(i), values[:, token]))
+    return lines
 
-    ``on_layer`` is called with a layer when the user clicks the plot;
-    ``on_hover_token`` with the token whose line the pointer is over (-1 for the mean).
+
+def trajectories(
+    trace: Trace,
+    cls: ClassLike,
+    tokens: Sequence[int] = (),
+    site: str = "resid",
+    metric: str = "identifiability",
+    layer: int | None = None,
+) -> bq.Figure:
+    """A bqplot figure of ``metric`` of class ``cls`` across the layers of ``site``: [CLS], the mean image token
+    and each of ``tokens``; a dashed marker at ``layer`` when given.
 
     Example:
-        >>> plot = TrajectoryFigure(on_layer=print)
-        >>> plot.update(trace.layers("resid"), trace.identifiability("star"), n_prefix=1, has_cls=True, selected=[29],
-        ...             token_names=trace.tokens.names, metric="identifiability", class_name="star")
-        >>> plot.figure  # the bqplot figure to display
+        >>> vl.plots.trajectories(lens.trace(image), "star", tokens=[29, 30], site="mlp")
     """
-
-    def __init__(
-        self,
-        on_layer: Callable[[int], None] | None = None,
-        on_hover_token: Callable[[int], None] | None = None,
-        height: str = "260px",
-    ):
-        self.x_scale = bq.LinearScale()
-        self.y_scale = bq.LinearScale(min=0.0, max=1.0)
-        self.x_axis = bq.Axis(scale=self.x_scale, label="layer", tick_format="d", grid_lines="none")
-        self.y_axis = bq.Axis(scale=self.y_scale, orientation="vertical", label="identifiability", tick_format=".2f")
-        self.marker = bq.Lines(
-            x=[0, 0], y=[0, 1], scales={"x": self.x_scale, "y": self.y_scale}, colors=["#999999"], line_style="dashed"
-        )
-        self.selector = bq.interacts.IndexSelector(scale=self.x_scale, marks=[self.marker], line_width=0)
-        self.figure = bq.Figure(
-            marks=[self.marker],
-            axes=[self.x_axis, self.y_axis],
-            interaction=self.selector,
-            fig_margin={"top": 20, "bottom": 40, "left": 55, "right": 110},
-            layout={"height": height, "width": "100%"},
-            legend_location="top-right",
-            title="",
-        )
-        self._on_layer = on_layer
-        self._on_hover_token = on_hover_token
-        self._tokens: list[int] = []
-        self._pool: list[bq.Lines] = []
-        self._line_token: dict[str, int] = {}
-        self.selector.observe(self._clicked, names="selected")
-
-    def update(
-        self,
-        layers: Sequence[int],
-        values: np.ndarray,
-        n_prefix: int,
-        has_cls: bool,
-        selected: Sequence[int],
-        token_names: Sequence[str],
-        metric: str,
-        class_name: str,
-        baseline: np.ndarray | None = None,
-    ) -> None:
-        """Redraw the lines from ``values`` (``[rows, T]``, rows aligned with ``layers``).
-
-        ``baseline``: the same slice of the unperturbed model, drawn dotted for [CLS] and the mean.
-        """
-        x = np.asarray(layers, dtype=float)
-        series: list[tuple[int, str, str, np.ndarray]] = []
-        if has_cls:
-            series.append((0, "[CLS]", CLS_COLOUR, values[:, 0]))
-        series.append((-1, "image tokens (mean)", MEAN_COLOUR, np.nanmean(values[:, n_prefix:], axis=1)))
-        for i, token in enumerate(selected):
-            series.append((token, token_names[token], token_colour(i), values[:, token]))
-        if baseline is not None:
-            if has_cls:
-                series.append((BASELINE, "[CLS] unperturbed", CLS_COLOUR, baseline[:, 0]))
-            series.append(
-                (BASELINE, "image tokens unperturbed", MEAN_COLOUR, np.nanmean(baseline[:, n_prefix:], axis=1))
-            )
-        while len(self._pool) < len(series):
-            self._pool.append(self._new_line())
-        marks = self._pool[: len(series)]
-        for mark, (token, label, colour, y) in zip(marks, series):
-            self._style(mark, x, np.asarray(y, dtype=float), label, colour, token)
-        self._tokens = [s[0] for s in series]
-        low, high = METRIC_RANGES.get(metric, (float(np.nanmin(values)), float(np.nanmax(values))))
-        high = high if high > low else low + 1.0
-        with self.y_scale.hold_sync():
-            self.y_scale.min, self.y_scale.max = low, high
-        with self.x_scale.hold_sync():
-            self.x_scale.min, self.x_scale.max = float(x[0]), float(x[-1])
-        self.x_axis.tick_values = x
-        self.y_axis.label = metric
-        self.figure.title = f"{metric} of '{class_name}' across layers"
-        self.marker.y = [low, high]
-        if list(self.figure.marks) != [*marks, self.marker]:
-            self.figure.marks = [*marks, self.marker]
-
-    def set_layer(self, layer: int) -> None:
-        self.marker.x = [layer, layer]
-        if list(self.selector.selected if self.selector.selected is not None else []) != [layer]:
-            self.selector.selected = np.array([float(layer)])
-
-    def _new_line(self) -> bq.Lines:
-        """A line mark, reused across redraws (creating widgets on every change would flood the comm)."""
-        line = bq.Lines(
-            x=[0.0],
-            y=[0.0],
-            scales={"x": self.x_scale, "y": self.y_scale},
+    check_metric(metric)
+    spec = site_spec(site)
+    values = metric_slices(trace, site, metric, [trace.class_index(cls)])[0]
+    x = np.asarray(layer_numbers(site, trace.depth), dtype=float)
+    lines = trajectory_lines(trace, values, [trace.tokens.check_token(t) for t in tokens])
+    low, high = (0.0, 1.0) if metric != "logit" else (float(np.nanmin(values)), float(np.nanmax(values)))
+    x_scale, y_scale = bq.LinearScale(min=float(x[0]), max=float(x[-1])), bq.LinearScale(min=low, max=high)
+    scales = {"x": x_scale, "y": y_scale}
+    marks = [
+        bq.Lines(
+            x=x,
+            y=line.values.astype(float),
+            scales=scales,
+            colors=[line.colour],
+            labels=[line.label],
             display_legend=True,
-            marker="circle",
-            marker_size=24,
-            interactions={"hover": "tooltip"},
-            tooltip=bq.Tooltip(fields=["x", "y"], labels=["layer", ""], formats=["d", ".3f"]),
+            line_style="dash_dotted" if line.token == -1 else "solid",
+            stroke_width=2.5,
         )
-        if self._on_hover_token is not None:
-            line.on_hover(lambda mark, _event: self._on_hover_token(self._line_token.get(mark.model_id, -1)))
-        return line
-
-    def _style(self, line: bq.Lines, x: np.ndarray, y: np.ndarray, label: str, colour: str, token: int) -> None:
-        self._line_token[line.model_id] = token
-        with line.hold_sync():
-            line.x, line.y = x, y
-            line.colors, line.labels = [colour], [label]
-            line.stroke_width = 2.5 if token >= 0 else 2.0
-            line.line_style = {-1: "dash_dotted", BASELINE: "dotted"}.get(token, "solid")
-            line.opacities = [0.6 if token == BASELINE else 1.0]
-            line.tooltip.labels = ["layer", label]
-
-    def _clicked(self, change: dict) -> None:
-        selected = change["new"]
-        if self._on_layer is None or selected is None or len(selected) == 0:
-            return
-        lo, hi = self.x_scale.min, self.x_scale.max
-        layer = round(float(selected[0]))
-        if lo is not None and hi is not None:
-            layer = int(min(max(layer, lo), hi))
-        self._on_layer(layer)
+        for line in lines
+    ]
+    if layer is not None:
+        spec.check_layer(layer, trace.depth)
+        marks.append(
+            bq.Lines(
+                x=[layer, layer], y=[low, high], scales=scales, colors=[LINE_COLOURS["marker"]], line_style="dashed"
+            )
+        )
+    axes = [
+        bq.Axis(scale=x_scale, label=f"layer ({spec.label})", tick_format="d", tick_values=x, grid_lines="none"),
+        bq.Axis(scale=y_scale, orientation="vertical", label=metric, tick_format=".2f"),
+    ]
+    return bq.Figure(
+        marks=marks,
+        axes=axes,
+        title=f"{metric} of '{trace.class_names[trace.class_index(cls)]}' across layers",
+        legend_location="top-right",
+        fig_margin={"top": 30, "bottom": 40, "left": 55, "right": 110},
+        layout={"height": "280px", "width": "100%"},
+    )

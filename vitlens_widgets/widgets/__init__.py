@@ -1,7 +1,6 @@
-"""Notebook views: the explorer widget and its self-contained HTML export."""
+"""Notebook views: the explorer widget, its data service and its self-contained HTML export."""
 
-from .app import Explorer, explore
-from .explorer import ExplorerView
+from .explorer import Explorer, explore
 from .export import export_html
 
-__all__ = ["Explorer", "ExplorerView", "explore", "export_html"]
+__all__ = ["Explorer", "explore", "export_html"]

@@ -13,7 +13,8 @@ import numpy as np
 from ..engine.lens import Lens
 from ..engine.preprocess import ImageLike
 from ..engine.trace import SITES, Trace
-from .payload import METRICS, STATIC, layout_dict, metric_slices, png_bytes, prefetch_classes, token_topk
+from .payload import layout_dict, metric_slices, png_bytes, prefetch_classes, token_topk
+from .specs import METRICS, STATIC, view_specs
 
 SMALL_MODEL_CLASSES = 64  # up to this many classes, every class is exported
 LARGE_MODEL_CLASSES = 16  # otherwise, the prediction and the top alternatives
@@ -24,7 +25,7 @@ def _b64(array: np.ndarray) -> str:
 
 
 def image_payload(trace: Trace, classes: Sequence[int]) -> dict:
-    """Everything the standalone page needs for one image: slices as float16, top-k tables, the crop."""
+    """Everything the page's static data source needs for one image: slices as float16, top-k tables, the crop."""
     slices = {}
     for site in SITES:
         for metric in METRICS:
@@ -60,9 +61,9 @@ def export_html(
     Example:
         >>> vl.export_html(vl.Lens.demo(), vl.data.shapes(3, seed=2).images, "explorer.html")
     """
-    from .app import _as_gallery
+    from .explorer import check_gallery
 
-    gallery = _as_gallery(images)
+    gallery = check_gallery(lens, images)
     if max_classes is None:
         max_classes = SMALL_MODEL_CLASSES if lens.num_classes <= SMALL_MODEL_CLASSES else LARGE_MODEL_CLASSES
     payloads = []
@@ -70,6 +71,7 @@ def export_html(
         trace = lens.trace(image)
         payloads.append(image_payload(trace, prefetch_classes(trace, limit=max_classes)))
     data = {
+        "specs": view_specs(lens.depth),
         "class_names": [lens.class_names.short(i) for i in range(lens.num_classes)],
         "images": payloads,
         "complete": max_classes >= lens.num_classes,
@@ -79,10 +81,19 @@ def export_html(
     return len(page.encode("utf-8"))
 
 
+def inline_json(data_json: str) -> str:
+    """JSON safe inside a ``<script>`` element: every ``<`` (so no ``</script``, ``<!--``) and the
+    JavaScript line separators U+2028/U+2029 escaped; ``JSON.parse`` reads back the same text."""
+    return data_json.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
 def _page(title: str, data_json: str) -> str:
-    script = (STATIC / "standalone.js").read_text(encoding="utf-8").replace("</script", "<\\/script")
+    # The bundle travels as a data: URL, so no character of the code can end or confuse the script element.
+    script = base64.b64encode((STATIC / "standalone.js").read_bytes()).decode("ascii")
     styles = (STATIC / "explorer.css").read_text(encoding="utf-8")
-    safe_json = data_json.replace("</", "<\\/")
+    if "<" in styles:
+        raise RuntimeError("explorer.css must not contain '<': it is inlined in a <style> element")
+    safe_json = inline_json(data_json)
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -98,7 +109,7 @@ body {{ margin: 16px; background: #fff; }}
 <body>
 <main id="vitlens-explorer" aria-label="{_escape(title)}"></main>
 <script id="vitlens-data" type="application/json">{safe_json}</script>
-<script>{script}</script>
+<script src="data:text/javascript;base64,{script}"></script>
 </body>
 </html>
 """

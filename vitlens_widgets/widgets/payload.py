@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..engine.trace import SITES, RankIndex, Trace, check_site
+from .specs import check_metric
 
-STATIC = Path(__file__).resolve().parent.parent / "static"  # the built front end, its styles and colour maps
-METRICS: tuple[str, ...] = ("identifiability", "probability", "logit")
 TOPK = 5
-
-
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(repr(m) for m in METRICS)}")
-    return metric
 
 
 def metric_slices(
@@ -42,7 +34,9 @@ def metric_slices(
         return np.stack([trace.identifiability(c, site) for c in classes])
     if metric == "probability":
         return trace.class_probs(classes, site)
-    return np.ascontiguousarray(np.moveaxis(trace.logits(site)[..., classes], -1, 0), dtype=np.float32)
+    if metric == "logit":
+        return np.ascontiguousarray(np.moveaxis(trace.logits(site)[..., classes], -1, 0), dtype=np.float32)
+    raise AssertionError(f"metric {metric!r} has a descriptor but no maths")
 
 
 def token_topk(trace: Trace, site: str, k: int = TOPK) -> tuple[np.ndarray, np.ndarray]:

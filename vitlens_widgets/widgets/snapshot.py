@@ -11,21 +11,21 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..engine.trace import Trace, layer_numbers, layer_row
-from .payload import STATIC, metric_slices
+from .payload import metric_slices
+from .specs import METRIC_SPECS, PALETTE, SITE_SPECS
 
-# The front end's colour stops (js/colors.ts reads the same file), so the picture matches the widget.
-_COLORMAPS = json.loads((STATIC / "colormaps.json").read_text())
-VIRIDIS = np.array(_COLORMAPS["viridis"], dtype=np.float32)
-DIVERGING = np.array(_COLORMAPS["diverging"], dtype=np.float32)
-LINE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-SITE_NAMES = {"resid": "residual stream", "attn": "attention", "mlp": "MLP"}
+if TYPE_CHECKING:
+    from ..plots.trajectories import Line
+
+# The view's colour stops and line colours (js/palette.ts reads the same file), so the picture matches the widget.
+HEAT_STOPS = {name: np.array(stops, dtype=np.float32) for name, stops in PALETTE["heat"].items()}
 GRID_PX = 256  # side of the heat map in the picture
 PLOT_W, PLOT_H = 300, 200
 SNAPSHOT_CLASS = "vitlens-snapshot"
@@ -40,11 +40,14 @@ def colour_map(values: np.ndarray, stops: np.ndarray) -> np.ndarray:
 
 
 def _unit_values(values: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Map metric values to [0, 1] and pick the colour stops, as the front end does."""
-    if metric == "logit":
-        bound = float(np.nanmax(np.abs(values))) or 1.0
-        return (values + bound) / (2 * bound), DIVERGING
-    return values, VIRIDIS
+    """Map metric values to [0, 1] and pick the colour stops, from the metric's descriptor (as the view does)."""
+    spec = METRIC_SPECS[metric]
+    if spec.value_range is None:
+        bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+        bound = bound or 1.0
+        return (values + bound) / (2 * bound), HEAT_STOPS[spec.scale]
+    low, high = spec.value_range
+    return (values - low) / (high - low), HEAT_STOPS[spec.scale]
 
 
 def heatmap_image(trace: Trace, values: np.ndarray, metric: str, size: int = GRID_PX) -> Image.Image:
@@ -64,15 +67,16 @@ def heatmap_image(trace: Trace, values: np.ndarray, metric: str, size: int = GRI
 
 
 def trajectory_image(
-    layers: Sequence[int], lines: dict[str, np.ndarray], current: int, metric: str, title: str = ""
+    layers: Sequence[int], lines: Sequence[Line], current: int, metric: str, title: str = ""
 ) -> Image.Image:
-    """A small line chart: one line per named series over ``layers``, a marker at ``current``."""
+    """A small line chart: one line per :class:`Line` over ``layers``, a marker at ``current``."""
     font = ImageFont.load_default(size=11)
     picture = Image.new("RGB", (PLOT_W, PLOT_H), "white")
     draw = ImageDraw.Draw(picture)
     left, top, right, bottom = 38, 22, PLOT_W - 10, PLOT_H - 48
-    values = np.concatenate([v for v in lines.values()])
-    lo, hi = (0.0, 1.0) if metric != "logit" else (float(np.nanmin(values)), float(np.nanmax(values)))
+    values = np.concatenate([line.values for line in lines])
+    value_range = METRIC_SPECS[metric].value_range
+    lo, hi = value_range if value_range is not None else (float(np.nanmin(values)), float(np.nanmax(values)))
     hi = hi if hi > lo else lo + 1.0
 
     def xy(layer: int, value: float) -> tuple[float, float]:
@@ -87,9 +91,9 @@ def trajectory_image(
         draw.text((2, xy(layers[0], value)[1] - 6), f"{value:.2g}", fill=(80, 80, 80), font=font)
     draw.text((left, bottom + 3), f"layer {layers[0]}", fill=(80, 80, 80), font=font)
     draw.text((right - 40, bottom + 3), f"layer {layers[-1]}", fill=(80, 80, 80), font=font)
-    for n, (name, series) in enumerate(lines.items()):
-        colour = LINE_COLOURS[n % len(LINE_COLOURS)]
-        points = [xy(layer, float(v)) for layer, v in zip(layers, series) if np.isfinite(v)]
+    for n, line in enumerate(lines):
+        colour, name = _rgb(line.colour), line.label
+        points = [xy(layer, float(v)) for layer, v in zip(layers, line.values) if np.isfinite(v)]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
         legend_x = left + (n % 3) * 85
@@ -116,12 +120,9 @@ def snapshot_png(
     layers = list(layer_numbers(site, trace.depth))
     layer = layers[-1] if layer is None else layer
     grid = heatmap_image(trace, values[layer_row(site, layer, trace.depth)], metric)
-    lines = {}
-    if trace.tokens.n_prefix and "cls" in trace.tokens.prefix:
-        lines["[CLS]"] = values[:, trace.tokens.prefix.index("cls")]
-    lines["image tokens"] = np.nanmean(values[:, trace.tokens.image_tokens], axis=1)
-    for token in selected:
-        lines[trace.tokens.names[token]] = values[:, token]
+    from ..plots.trajectories import trajectory_lines
+
+    lines = trajectory_lines(trace, values, selected)
     plot = trajectory_image(layers, lines, layer, metric, f"{metric} of {trace.class_names[cls]}")
     picture = Image.new("RGB", (GRID_PX + PLOT_W + 12, max(GRID_PX, PLOT_H)), "white")
     picture.paste(grid, (0, 0))
@@ -145,6 +146,12 @@ def describe(trace: Trace, cls: int, site: str, metric: str, layer: int) -> str:
     """One line saying what a snapshot shows."""
     return (
         f"Static snapshot of the explorer (no live kernel): {metric} of class "
-        f"'{trace.class_names[cls]}' in the {SITE_NAMES[site]} at layer {layer}. "
+        f"'{trace.class_names[cls]}' in the {SITE_SPECS[site].label} at layer {layer}. "
         "Run the notebook to explore interactively."
     )
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    """``#rrggbb`` → an RGB tuple for PIL."""
+    value = colour.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)

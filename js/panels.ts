@@ -1,0 +1,430 @@
+/**
+ * The explorer's panels: each builds its DOM once, redraws from a Frame (what the view shows
+ * now) and reports user actions through Actions. None holds state of its own beyond the DOM.
+ */
+
+import type { Layout, MetricSpec, Option, SiteSpec, Specs, StateModel, Traits } from "./model";
+import { ClassPicker } from "./picker";
+import { type ColourScale } from "./palette";
+import { PLAY_MS } from "./timing";
+
+/** What is on screen in this frame, derived once and read by every panel. */
+export interface Frame {
+  layout: Layout;
+  specs: Specs;
+  site: SiteSpec;
+  metric: MetricSpec;
+  layer: number;
+  row: number; // row of `layer` in this site's arrays
+  cls: number;
+  image: number;
+  names: string[];
+  selected: number[];
+  hovered: number | null;
+  scale: ColourScale | null; // of what the grid shows, once it has numbers
+  top(token: number): { cls: number; prob: number }[]; // top classes of a token at this layer
+}
+
+export interface Actions {
+  set<K extends keyof Traits>(name: K, value: Traits[K]): void;
+  showError(message: string): void;
+}
+
+export interface Panel {
+  root: HTMLElement;
+  update(frame: Frame, model: StateModel): void;
+  dispose?(): void;
+}
+
+let instances = 0;
+
+export function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  cls?: string,
+  text?: string,
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function field(caption: string, ...children: HTMLElement[]): HTMLDivElement {
+  const box = el("div", "vl-field");
+  box.append(el("span", "vl-caption", caption), ...children);
+  return box;
+}
+
+/** A labelled radiogroup over `options` (rebuilt only when the options change). */
+export function radioGroup(
+  label: string,
+  options: (frame: Frame) => Option[],
+  current: (frame: Frame, model: StateModel) => string,
+  onChange: (value: string) => void,
+): Panel {
+  const group = el("div", "vl-radios");
+  group.setAttribute("role", "radiogroup");
+  group.setAttribute("aria-label", label);
+  const name = `vl-${label.toLowerCase()}-${++instances}`;
+  let inputs: HTMLInputElement[] = [];
+  let shown = "";
+  return {
+    root: field(label, group),
+    update(frame, model) {
+      const list = options(frame);
+      const key = list.map((o) => o.name).join("|");
+      if (key !== shown) {
+        shown = key;
+        inputs = list.map(({ name: value, label: text }) => {
+          const input = el("input");
+          input.type = "radio";
+          input.name = name;
+          input.value = value;
+          input.addEventListener("change", () => input.checked && onChange(value));
+          const wrap = el("label", "vl-radio");
+          wrap.append(input, document.createTextNode(text));
+          return input;
+        });
+        group.replaceChildren(...inputs.map((i) => i.parentElement!));
+      }
+      const value = current(frame, model);
+      inputs.forEach((i) => (i.checked = i.value === value));
+    },
+  };
+}
+
+/** The layer slider with its label and a play button. */
+export function layerPanel(actions: Actions): Panel {
+  const slider = el("input", "vl-slider");
+  slider.type = "range";
+  slider.step = "1";
+  slider.setAttribute("aria-label", "Layer");
+  const label = el("output", "vl-layer-label");
+  const play = el("button", "vl-play", "▶");
+  play.type = "button";
+  play.setAttribute("aria-label", "Play");
+  let site: SiteSpec | null = null;
+  let layer = 0;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  slider.addEventListener("input", () => actions.set("layer", Number(slider.value)));
+  const stop = () => {
+    clearInterval(timer);
+    timer = undefined;
+    play.textContent = "▶";
+    play.setAttribute("aria-label", "Play");
+  };
+  play.addEventListener("click", () => {
+    if (timer !== undefined) return stop();
+    play.textContent = "⏸";
+    play.setAttribute("aria-label", "Pause");
+    timer = setInterval(() => {
+      if (!site) return;
+      const layers = site.layers;
+      const next = layer >= layers[layers.length - 1] ? layers[0] : layer + 1;
+      actions.set("layer", next);
+    }, PLAY_MS);
+  });
+  const root = el("div", "vl-field vl-layer");
+  root.append(el("span", "vl-caption", "Layer"), play, slider, label);
+  return {
+    root,
+    update(frame) {
+      site = frame.site;
+      layer = frame.layer;
+      slider.min = String(site.layers[0]);
+      slider.max = String(site.layers[site.layers.length - 1]);
+      slider.value = String(layer);
+      const text = site.layer_labels[frame.row];
+      slider.setAttribute("aria-valuetext", text);
+      label.textContent = text;
+    },
+    dispose: stop,
+  };
+}
+
+/** The class picker and the chips of the shown token's top classes. */
+export function classPanel(actions: Actions, prefetch: (classes: number[]) => void): Panel {
+  const picker = new ClassPicker((cls) => actions.set("cls", cls));
+  const chips = el("div", "vl-chips");
+  chips.setAttribute("aria-label", "Top classes");
+  const root = el("div", "vl-class");
+  root.append(field("Class", picker.root), chips);
+  let names: string[] = [];
+  return {
+    root,
+    update(frame) {
+      if (frame.names !== names) picker.setNames((names = frame.names));
+      picker.show(frame.cls);
+      const { layout, selected, hovered } = frame;
+      const fallback = layout.prefix.includes("cls") ? 0 : null;
+      const token = hovered ?? (selected.length ? selected[selected.length - 1] : fallback);
+      if (token === null) return chips.replaceChildren();
+      const top = frame.top(token);
+      prefetch(top.map((t) => t.cls));
+      chips.replaceChildren(
+        ...top.map(({ cls }) => {
+          const chip = el("button", "vl-chip", frame.names[cls]);
+          chip.type = "button";
+          chip.setAttribute("aria-pressed", String(cls === frame.cls));
+          chip.addEventListener("click", () => actions.set("cls", cls));
+          return chip;
+        }),
+      );
+    },
+  };
+}
+
+/** The colour legend of what the grid shows. */
+export function legendPanel(): Panel {
+  const root = el("div", "vl-legend");
+  return {
+    root,
+    update({ scale }) {
+      if (!scale) return;
+      root.className = `vl-legend vl-legend-${scale.diverging ? "diverging" : "sequential"}`;
+      root.replaceChildren(
+        el("span", "vl-caption", scale.label),
+        el("span", "", scale.min.toFixed(2)),
+        el("span", "vl-legend-bar"),
+        el("span", "", scale.max.toFixed(2)),
+      );
+    },
+  };
+}
+
+/** The hovered token's top-5 classes. */
+export function hoverPanel(): Panel {
+  const root = el("div", "vl-hover");
+  return {
+    root,
+    update(frame) {
+      const token = frame.hovered;
+      if (token === null || token >= frame.layout.n_tokens) {
+        root.replaceChildren(
+          el("span", "vl-hint", "Hover a token: its top-5 classes. Click: select it."),
+        );
+        return;
+      }
+      const list = el("ol", "vl-hover-list");
+      for (const { cls, prob } of frame.top(token)) {
+        const bar = el("span", "vl-bar");
+        bar.style.width = `${Math.round(prob * 100)}%`;
+        const li = el("li");
+        li.append(
+          el("span", "vl-hover-name", frame.names[cls]),
+          bar,
+          el("span", "vl-hover-prob", `${(prob * 100).toFixed(1)}%`),
+        );
+        list.append(li);
+      }
+      const title = el(
+        "div",
+        "vl-hover-title",
+        `${tokenName(frame.layout, token)} · top classes here`,
+      );
+      root.replaceChildren(title, list);
+    },
+  };
+}
+
+/** Previous / next image of a gallery. */
+export function galleryPanel(actions: Actions): Panel {
+  const root = el("div", "vl-gallery");
+  const prev = el("button", "vl-nav", "◀");
+  const next = el("button", "vl-nav", "▶");
+  const caption = el("span", "vl-caption");
+  prev.setAttribute("aria-label", "Previous image");
+  next.setAttribute("aria-label", "Next image");
+  let index = 0;
+  prev.addEventListener("click", () => actions.set("image_index", index - 1));
+  next.addEventListener("click", () => actions.set("image_index", index + 1));
+  root.append(prev, caption, next);
+  return {
+    root,
+    update(frame, model) {
+      const count = model.get("n_images");
+      root.hidden = count <= 1;
+      index = frame.image;
+      prev.disabled = index === 0;
+      next.disabled = index === count - 1;
+      caption.textContent = `image ${index + 1} of ${count}`;
+    },
+  };
+}
+
+/** Relevance overlay method, and whether it shows the per-block maps. */
+export function relevancePanel(actions: Actions): Panel {
+  const methods = radioGroup(
+    "Relevance",
+    (frame) => frame.specs.relevance,
+    (_, model) => model.get("relevance_method") ?? "",
+    (value) => actions.set("relevance_method", value),
+  );
+  const allBlocks = el("input");
+  allBlocks.type = "checkbox";
+  allBlocks.addEventListener("change", () =>
+    actions.set("relevance_all_blocks", allBlocks.checked),
+  );
+  const all = el("label", "vl-radio");
+  all.append(allBlocks, document.createTextNode("all blocks"));
+  methods.root.append(all);
+  return {
+    root: methods.root,
+    update(frame, model) {
+      methods.update(frame, model);
+      allBlocks.checked = model.get("relevance_all_blocks") ?? true;
+    },
+  };
+}
+
+/** What if…: attention perturbations and removed tokens, and what they do to the prediction. */
+export function whatIfPanel(actions: Actions, removeMode: HTMLButtonElement): Panel {
+  const root = el("details", "vl-perturb");
+  const attention = radioGroup(
+    "Attention",
+    (frame) => frame.specs.attention,
+    (_, model) => model.get("attention"),
+    (value) => actions.set("attention", value),
+  );
+  const renormalize = el("input");
+  renormalize.type = "checkbox";
+  renormalize.addEventListener("change", () => actions.set("renormalize", renormalize.checked));
+  const renorm = el("label", "vl-radio");
+  renorm.append(renormalize, document.createTextNode("renormalise rows"));
+  const blockField = el("div", "vl-blocks");
+  let boxes: HTMLInputElement[] = [];
+  const onBlocks = () => {
+    const chosen = boxes.flatMap((box, b) => (box.checked ? [b + 1] : []));
+    if (chosen.length === 0)
+      return actions.showError("Choose at least one block for the attention perturbation.");
+    actions.set("perturb_blocks", chosen.length === boxes.length ? [] : chosen);
+  };
+  removeMode.type = "button";
+  removeMode.textContent = "Remove tokens by clicking";
+  removeMode.setAttribute("aria-pressed", "false");
+  removeMode.addEventListener("click", () =>
+    removeMode.setAttribute(
+      "aria-pressed",
+      String(removeMode.getAttribute("aria-pressed") !== "true"),
+    ),
+  );
+  const reset = el("button", "", "Reset");
+  reset.type = "button";
+  reset.addEventListener("click", () => {
+    actions.set("attention", "");
+    actions.set("perturb_blocks", []);
+    actions.set("removed", []);
+  });
+  const summary = el("div", "vl-whatif");
+  root.append(
+    el("summary", "", "What if…"),
+    attention.root,
+    renorm,
+    field("Blocks", blockField),
+    field("", removeMode, reset),
+    summary,
+  );
+  return {
+    root,
+    update(frame, model) {
+      if (boxes.length !== frame.layout.depth) {
+        boxes = Array.from({ length: frame.layout.depth }, (_, b) => {
+          const box = el("input");
+          box.type = "checkbox";
+          box.setAttribute("aria-label", `Block ${b + 1}`);
+          box.addEventListener("change", onBlocks);
+          return box;
+        });
+        blockField.replaceChildren(
+          ...boxes.map((box, b) => {
+            const label = el("label", "vl-block");
+            label.append(box, document.createTextNode(String(b + 1)));
+            return label;
+          }),
+        );
+      }
+      const chosen = model.get("perturb_blocks");
+      boxes.forEach((box, b) => (box.checked = chosen.length === 0 || chosen.includes(b + 1)));
+      attention.update(frame, model);
+      const mode = model.get("attention");
+      renormalize.checked = model.get("renormalize");
+      renormalize.disabled = mode !== "no_cls";
+      const removed = model.get("removed").length;
+      const [base, now] = [model.get("base_prediction"), model.get("prediction")];
+      const active = mode !== "" || removed > 0;
+      const dropped = removed ? ` · ${removed} token(s) removed` : "";
+      summary.textContent = active
+        ? `Prediction ${frame.names[now]} (unperturbed: ${frame.names[base]})${dropped}`
+        : "Unperturbed model.";
+      summary.classList.toggle("vl-changed", active && now !== base);
+    },
+  };
+}
+
+/** The memories a hovered token activates at this block, and the classes they write. */
+export function memoriesPanel(): Panel & {
+  show(title: string, lines: string[]): void;
+  hint(text: string): void;
+} {
+  const root = el("div", "vl-memories");
+  let hinted = "";
+  return {
+    root,
+    update() {},
+    show(title, lines) {
+      hinted = "";
+      const list = el("ol", "vl-memory-list");
+      lines.forEach((line) => list.append(el("li", "", line)));
+      root.replaceChildren(el("div", "vl-hover-title", title), list);
+    },
+    hint(text) {
+      if (hinted === text) return; // no DOM work per frame
+      hinted = text;
+      root.replaceChildren(el("span", "vl-hint", text));
+    },
+  };
+}
+
+/** Errors and the kernel's connection state. */
+export function statusPanel(): Panel & { set(error: string, disconnected: boolean): void } {
+  const root = el("div", "vl-status");
+  root.setAttribute("role", "status");
+  root.setAttribute("aria-live", "polite");
+  root.hidden = true;
+  return {
+    root,
+    update() {},
+    set(error, disconnected) {
+      const messages = [];
+      if (disconnected)
+        messages.push("Kernel not responding: if it restarted, run the cell again.");
+      if (error) messages.push(error);
+      root.textContent = messages.join(" ");
+      root.hidden = messages.length === 0;
+    },
+  };
+}
+
+export function tokenName(layout: Layout, token: number): string {
+  const n = layout.prefix.length;
+  if (token < n) return `[${layout.prefix[token].toUpperCase()}]`;
+  const w = layout.grid[1];
+  return `patch row ${Math.floor((token - n) / w) + 1}, column ${((token - n) % w) + 1}`;
+}
+
+export function siteMetricPanels(actions: Actions): Panel[] {
+  return [
+    radioGroup(
+      "Site",
+      (f) => f.specs.sites,
+      (f) => f.site.name,
+      (value) => actions.set("site", value),
+    ),
+    radioGroup(
+      "Metric",
+      (f) => f.specs.metrics,
+      (f) => f.metric.name,
+      (value) => actions.set("metric", value),
+    ),
+  ];
+}

@@ -1,0 +1,72 @@
+/**
+ * The explorer's request/response protocol, view side (its twin is widgets/protocol.py).
+ * The view asks, the kernel answers; every reply, errors included, carries its request's id.
+ */
+
+export type Request =
+  | { kind: "ping"; id: number }
+  | {
+      kind: "slices";
+      id: number;
+      site: string;
+      metric: string;
+      classes: number[];
+      base?: boolean; // the unperturbed model's numbers instead of the current trace's
+    }
+  | { kind: "logits"; id: number; site: string; start: number; stop: number }
+  | { kind: "memories"; id: number; site: string; layer: number; token: number };
+
+/** Which trace a reply describes: drop it when the view has moved on. */
+interface About {
+  id: number;
+  image: number;
+  version: number;
+}
+
+export type Reply =
+  | { kind: "pong"; id: number }
+  | (About & {
+      kind: "slices";
+      site: string;
+      metric: string;
+      classes: number[];
+      rows: number;
+      tokens: number;
+      base: boolean;
+    })
+  | (About & {
+      kind: "logits";
+      site: string;
+      start: number;
+      stop: number;
+      rows: number;
+      tokens: number;
+      classes: number;
+    })
+  | (About & {
+      kind: "memories";
+      token: number;
+      layer: number;
+      memory_kind: "attn" | "mlp";
+      memories: number[];
+      classes: number[][];
+    })
+  | { kind: "error"; id: number | null; request: string | null; message: string };
+
+export type Kind = Request["kind"];
+/** The request without its id (the source assigns ids). */
+export type Ask<K extends Kind> = Omit<Extract<Request, { kind: K }>, "id">;
+/** Any request without its id. */
+export type AnyAsk = { [K in Kind]: Ask<K> }[Kind];
+/** The reply a request of kind K gets when it succeeds. */
+export type Answer<K extends Kind> = Extract<Reply, { kind: K extends "ping" ? "pong" : K }>;
+
+export function isReply(content: unknown): content is Reply {
+  const c = content as { kind?: unknown; id?: unknown } | null;
+  return (
+    !!c &&
+    typeof c === "object" &&
+    typeof c.kind === "string" &&
+    ["pong", "slices", "logits", "memories", "error"].includes(c.kind)
+  );
+}

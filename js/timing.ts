@@ -1,0 +1,11 @@
+/** Every delay the explorer uses, in one place (milliseconds). */
+
+/** Work for the kernel (trait sync while scrubbing, memories, speculative slices) waits for a pause this long. */
+export const SETTLE_MS = 200;
+/** One layer per step when playing. */
+export const PLAY_MS = 700;
+/** The kernel is pinged this often; no answer for HEARTBEAT_TIMEOUT_MS means it is gone. */
+export const HEARTBEAT_MS = 3000;
+export const HEARTBEAT_TIMEOUT_MS = 8000;
+/** The class list closes this long after the picker loses focus, so a click on an option still lands. */
+export const PICKER_BLUR_MS = 150;

@@ -1,0 +1,170 @@
+"""The kernel as a data service: typed requests in, one reply with the request's id out, never a crash."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import timm
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import vitlens_widgets as vl
+from vitlens_widgets.widgets import service as service_module
+from vitlens_widgets.widgets.payload import metric_slices
+from vitlens_widgets.widgets.protocol import Limits, ProtocolError, parse_request
+from vitlens_widgets.widgets.service import ExplorerService
+
+
+@pytest.fixture(scope="module")
+def lens() -> vl.Lens:
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=3, img_size=64, num_classes=10)
+    return vl.Lens(model, class_names=list(vl.data.CLASS_NAMES))
+
+
+@pytest.fixture(scope="module")
+def service(lens) -> ExplorerService:
+    service = ExplorerService(lens)
+    image = vl.data.shapes(1, seed=2).images[0]
+    service.show(lens.trace(image, attention="self_only"), image=0, version=4, base=lens.trace(image))
+    return service
+
+
+def test_slices_are_float32_buffers_of_the_engines_numbers(service):
+    header, buffers = service.answer(
+        {"kind": "slices", "id": 7, "site": "attn", "metric": "probability", "classes": [2, 5]}
+    )
+    assert header == {
+        "kind": "slices", "id": 7, "image": 0, "version": 4, "site": "attn", "metric": "probability",
+        "classes": [2, 5], "rows": 3, "tokens": 17, "base": False,
+    }  # fmt: skip
+    data = np.frombuffer(buffers[0], dtype=np.float32).reshape(2, 3, 17)
+    np.testing.assert_array_equal(data, metric_slices(service.trace, "attn", "probability", [2, 5]))
+    np.testing.assert_allclose(data[0], service.trace.probs("attn")[..., 2], rtol=1e-5)
+
+
+def test_base_slices_come_from_the_unperturbed_trace(service):
+    ask = {"kind": "slices", "id": 8, "site": "resid", "metric": "logit", "classes": [1]}
+    _, now = service.answer(ask)
+    header, base = service.answer({**ask, "base": True})
+    assert header["base"] is True
+    np.testing.assert_array_equal(
+        np.frombuffer(base[0], np.float32), service.base_trace.logits("resid")[..., 1].ravel()
+    )
+    assert not np.array_equal(np.frombuffer(now[0], np.float32), np.frombuffer(base[0], np.float32))
+
+
+def test_identifiability_uses_one_rank_index_once_it_pays(service):
+    service.show(service.trace, 0, 5, base=service.base_trace)
+    ask = {"kind": "slices", "id": 1, "site": "mlp", "metric": "identifiability"}
+    for cls in range(10):
+        _, buffers = service.answer({**ask, "classes": [cls]})
+        got = np.frombuffer(buffers[0], dtype=np.float32).reshape(3, 17)
+        np.testing.assert_array_equal(got, service.trace.identifiability(cls, "mlp"))
+    assert service._rank_index[0] == "mlp"
+    service.answer({**ask, "site": "resid", "classes": [1]})
+    assert service._rank_index[0] == "mlp"  # one class on a new site: ranked directly
+    service.answer({**ask, "site": "resid", "classes": [2]})
+    assert service._rank_index[0] == "resid"  # the second in a row builds the index
+
+
+def test_logits_come_in_row_chunks_with_the_log_partition(service):
+    header, buffers = service.answer({"kind": "logits", "id": 11, "site": "attn", "start": 1, "stop": 3})
+    assert header == {
+        "kind": "logits", "id": 11, "image": 0, "version": service.version, "site": "attn",
+        "start": 1, "stop": 3, "rows": 3, "tokens": 17, "classes": 10,
+    }  # fmt: skip
+    logits = np.frombuffer(buffers[0], dtype=np.float32).reshape(2, 17, 10)
+    lse = np.frombuffer(buffers[1], dtype=np.float32).reshape(2, 17)
+    np.testing.assert_array_equal(logits, service.trace.logits("attn")[1:3])
+    np.testing.assert_allclose(np.exp(logits - lse[..., None]), service.trace.probs("attn")[1:3], rtol=1e-5, atol=1e-7)
+
+
+def test_logits_tables_are_capped_in_size(service, monkeypatch):
+    monkeypatch.setattr(service_module, "LOGITS_TABLE_BYTES", 100)
+    header, _ = service.answer({"kind": "logits", "id": 13, "site": "resid", "start": 0, "stop": 1})
+    assert header["kind"] == "error" and header["id"] == 13 and "too much to send" in header["message"]
+
+
+def test_memories_are_the_most_activated_with_the_classes_they_write(service, lens):
+    header, buffers = service.answer({"kind": "memories", "id": 9, "token": 4, "layer": 2, "site": "mlp"})
+    assert header["kind"] == "memories" and header["memory_kind"] == "mlp" and len(header["memories"]) == 5
+    keys = lens.memory_keys(service.trace, 2, "mlp")[4]
+    np.testing.assert_array_equal(header["memories"], np.argsort(-keys)[:5])
+    np.testing.assert_allclose(np.frombuffer(buffers[0], np.float32), np.sort(keys)[::-1][:5], rtol=1e-6)
+    assert len(header["classes"][0]) == 3
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"kind": "slices", "site": "residual", "metric": "logit", "classes": [1]}, "unknown site"),
+        ({"kind": "slices", "site": "resid", "metric": "rank", "classes": [1]}, "unknown metric"),
+        ({"kind": "slices", "site": "resid", "metric": "logit", "classes": [10]}, "out of range"),
+        ({"kind": "slices", "site": "resid", "metric": "logit", "classes": ["1"]}, "out of range"),
+        ({"kind": "slices", "site": "resid", "metric": "logit", "classes": [True]}, "out of range"),
+        ({"kind": "slices", "site": "resid", "metric": "logit", "classes": []}, "list of 1..256"),
+        ({"kind": "slices", "site": "resid", "metric": "logit", "classes": [1], "base": 1}, "base must be"),
+        ({"kind": "logits", "site": "mlp", "start": 0, "stop": 4}, "outside the site's 0..3"),
+        ({"kind": "logits", "site": "resid", "start": 2, "stop": 2}, "outside"),
+        ({"kind": "memories", "site": "mlp", "layer": 0, "token": 1}, "blocks 1..L"),
+        ({"kind": "memories", "site": "mlp", "layer": 1, "token": 17}, "token 17 is out of range"),
+        ({"kind": "launch"}, "unknown request 'launch'"),
+    ],
+)
+def test_bad_requests_get_an_error_reply_with_their_id(service, request_, message):
+    header, buffers = service.answer({"id": 3, **request_})
+    assert header["kind"] == "error" and header["id"] == 3 and re.search(message, header["message"]) and buffers == []
+
+
+def test_pings_and_requests_without_an_id(service):
+    assert service.answer({"kind": "ping", "id": 4}) == ({"kind": "pong", "id": 4}, [])
+    header, _ = service.answer("not a dict")
+    assert header["kind"] == "error" and header["id"] is None and "JSON object" in header["message"]
+    header, _ = service.answer({"kind": "ping", "id": "4"})
+    assert header["id"] is None and "integer id" in header["message"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+plausible = st.fixed_dictionaries(
+    {"kind": st.sampled_from(["ping", "slices", "logits", "memories", "nope"]), "id": st.integers(-2, 10)},
+    optional={
+        "site": st.sampled_from(["resid", "attn", "mlp", "x"]) | json_values,
+        "metric": st.sampled_from(["identifiability", "probability", "logit"]) | json_values,
+        "classes": st.lists(st.integers(-2, 12), max_size=4) | json_values,
+        "start": st.integers(-1, 5) | json_values,
+        "stop": st.integers(-1, 5) | json_values,
+        "layer": st.integers(-1, 5) | json_values,
+        "token": st.integers(-1, 20) | json_values,
+        "base": st.booleans() | json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=plausible | json_values)
+def test_any_message_gets_exactly_one_well_formed_reply(service, content):
+    header, buffers = service.answer(content)
+    assert header["kind"] in {"pong", "slices", "logits", "memories", "error"}
+    if header["kind"] == "error":
+        assert isinstance(header["message"], str) and header["message"] and buffers == []
+        if isinstance(content, dict) and isinstance(content.get("id"), int) and content["id"] >= 0:
+            assert header["id"] == content["id"]
+    else:
+        assert header["id"] == content["id"]
+        assert all(np.isfinite(np.frombuffer(b, np.float32)).all() or header["kind"] != "memories" for b in buffers)
+
+
+def test_parsed_requests_are_typed(lens):
+    limits = Limits(num_classes=10, depth=3, n_tokens=17)
+    request = parse_request({"kind": "slices", "id": 1, "site": "mlp", "metric": "logit", "classes": [3, 4]}, limits)
+    assert request.classes == (3, 4) and request.base is False
+    with pytest.raises(ProtocolError):
+        parse_request([], limits)

@@ -1,0 +1,157 @@
+"""The explorer's request/response protocol, kernel side (its twin is ``js/protocol.ts``).
+
+The view asks, the kernel answers; nothing is pushed unasked. Every request is a
+JSON object with a ``kind`` and an integer ``id``; every reply (including an
+error) carries the same ``id``. Numbers travel as binary buffers, never JSON lists.
+
+==========  ===============================================  =================================
+kind        request fields                                   reply (header; buffers)
+==========  ===============================================  =================================
+ping        —                                                pong
+slices      site, metric, classes (1..256 class indices),    slices; float32 [classes, rows, T]
+            base (optional: the unperturbed trace)
+logits      site, start, stop (rows of the site's table)     logits; float32 [n, T, C], [n, T]
+memories    site, layer (a block), token                     memories; float32 [k] coefficients
+==========  ===============================================  =================================
+
+Replies to ``slices``, ``logits`` and ``memories`` also say which ``image`` and
+trace ``version`` they describe, so a view can drop answers for an older trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..engine.trace import SITES
+from .specs import METRICS
+
+MAX_CLASSES_PER_REQUEST = 256
+
+
+class ProtocolError(ValueError):
+    """A request the kernel cannot answer; the message is shown to the user."""
+
+
+@dataclass(frozen=True)
+class Ping:
+    id: int
+
+
+@dataclass(frozen=True)
+class SlicesRequest:
+    id: int
+    site: str
+    metric: str
+    classes: tuple[int, ...]
+    base: bool = False
+
+
+@dataclass(frozen=True)
+class LogitsRequest:
+    id: int
+    site: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class MemoriesRequest:
+    id: int
+    site: str
+    layer: int
+    token: int
+
+
+Request = Ping | SlicesRequest | LogitsRequest | MemoriesRequest
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What valid requests may ask of the model on screen."""
+
+    num_classes: int
+    depth: int
+    n_tokens: int
+
+
+def request_id(content: Any) -> int | None:
+    """The request's id when it has a valid one (errors echo it), else None."""
+    value = content.get("id") if isinstance(content, dict) else None
+    return value if _is_int(value) and value >= 0 else None
+
+
+def parse_request(content: Any, limits: Limits) -> Request:
+    """A typed request from a view's message (:class:`ProtocolError` saying what is wrong otherwise)."""
+    if not isinstance(content, dict):
+        raise ProtocolError(f"a request must be a JSON object, got {type(content).__name__}")
+    rid = request_id(content)
+    if rid is None:
+        raise ProtocolError("a request needs an integer id >= 0")
+    kind = content.get("kind")
+    if kind == "ping":
+        return Ping(rid)
+    if kind == "slices":
+        base = content.get("base", False)
+        if not isinstance(base, bool):
+            raise ProtocolError(f"base must be true or false, got {base!r}")
+        return SlicesRequest(rid, _site(content), _metric(content), _classes(content, limits), base)
+    if kind == "logits":
+        start, stop = _int(content, "start"), _int(content, "stop")
+        rows = limits.depth + (1 if content.get("site") == "resid" else 0)
+        if not 0 <= start < stop <= rows:
+            raise ProtocolError(f"rows {start}..{stop} are outside the site's 0..{rows}")
+        return LogitsRequest(rid, _site(content), start, stop)
+    if kind == "memories":
+        site, layer, token = _site(content), _int(content, "layer"), _int(content, "token")
+        if not 1 <= layer <= limits.depth:
+            raise ProtocolError("memories live in blocks 1..L: move the layer slider past the embeddings")
+        if not 0 <= token < limits.n_tokens:
+            raise ProtocolError(f"token {token} is out of range 0..{limits.n_tokens - 1}")
+        return MemoriesRequest(rid, site, layer, token)
+    raise ProtocolError(f"unknown request {kind!r}")
+
+
+def error_reply(content: Any, message: str) -> dict[str, Any]:
+    kind = content.get("kind") if isinstance(content, dict) else None
+    return {
+        "kind": "error",
+        "id": request_id(content),
+        "request": kind if isinstance(kind, str) else None,
+        "message": message,
+    }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(content: dict, name: str) -> int:
+    value = content.get(name)
+    if not _is_int(value):
+        raise ProtocolError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _site(content: dict) -> str:
+    site = content.get("site")
+    if site not in SITES:
+        raise ProtocolError(f"unknown site {site!r}: choose one of {', '.join(SITES)}")
+    return site
+
+
+def _metric(content: dict) -> str:
+    metric = content.get("metric")
+    if metric not in METRICS:
+        raise ProtocolError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+    return metric
+
+
+def _classes(content: dict, limits: Limits) -> tuple[int, ...]:
+    classes = content.get("classes")
+    if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES_PER_REQUEST:
+        raise ProtocolError(f"classes must be a list of 1..{MAX_CLASSES_PER_REQUEST} class indices")
+    for c in classes:
+        if not _is_int(c) or not 0 <= c < limits.num_classes:
+            raise ProtocolError(f"class {c!r} is out of range 0..{limits.num_classes - 1}")
+    return tuple(classes)

@@ -1,0 +1,157 @@
+"""The kernel as a data service: answers the explorer's typed requests from the trace on screen.
+
+Knows nothing of traits or rendering: the widget hands it the current trace, and
+:meth:`ExplorerService.answer` turns one message into one reply (header and binary
+buffers). It never raises: anything wrong becomes an error reply with the request's id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..engine.lens import Lens
+from ..engine.trace import RankIndex, Trace
+from .payload import metric_slices, token_memories
+from .protocol import (
+    Limits,
+    LogitsRequest,
+    MemoriesRequest,
+    Ping,
+    ProtocolError,
+    SlicesRequest,
+    error_reply,
+    parse_request,
+)
+
+LOGITS_TABLE_BYTES = 32 * 2**20  # largest logits table a view may hold (ViT-B/16: 10 MB); above it, classes one by one
+
+Reply = tuple[dict[str, Any], list[Any]]
+
+
+class ExplorerService:
+    """Answers ``slices``, ``logits``, ``memories`` and ``ping`` requests for one trace at a time.
+
+    Example:
+        >>> service = ExplorerService(lens)
+        >>> service.show(lens.trace(image), image=0, version=1)
+        >>> header, buffers = service.answer({"kind": "slices", "id": 7, "site": "resid",
+        ...                                   "metric": "logit", "classes": [3]})
+    """
+
+    def __init__(self, lens: Lens):
+        self.lens = lens
+        self.limits = Limits(lens.num_classes, lens.depth, lens.tokens.n_tokens)
+        self.trace: Trace | None = None
+        self.base_trace: Trace | None = None
+        self.image = 0
+        self.version = 0
+        self._rank_index: tuple[str, RankIndex] | None = None  # of the trace on screen, one site at a time
+        self._last_single_site: str | None = None
+        self._memory_classes: dict[tuple[int, str], np.ndarray] = {}  # (block, kind) -> memories' top classes
+
+    def show(self, trace: Trace, image: int, version: int, base: Trace | None = None) -> None:
+        """Answer from now on for ``trace`` (image ``image`` of the gallery, trace ``version``); ``base``:
+        the same image unperturbed, for ``base`` requests (``trace`` itself by default)."""
+        self.trace, self.image, self.version = trace, image, version
+        self.base_trace = trace if base is None else base
+        self._rank_index = None
+        self._last_single_site = None
+
+    def clear_cache(self) -> None:
+        """Forget derived tables (rank index, memory projections); the trace's own caches are the trace's."""
+        self._rank_index = None
+        self._memory_classes.clear()
+
+    def answer(self, content: Any) -> Reply:
+        try:
+            request = parse_request(content, self.limits)
+            if isinstance(request, Ping):
+                return {"kind": "pong", "id": request.id}, []
+            if self.trace is None:
+                raise ProtocolError("no image is traced yet")
+            if isinstance(request, SlicesRequest):
+                return self._slices(request)
+            if isinstance(request, LogitsRequest):
+                return self._logits(request)
+            return self._memories(request)
+        except ValueError as err:  # ProtocolError, and the engine's own checks
+            return error_reply(content, str(err)), []
+
+    def _header(self, kind: str, request_id: int, **fields: Any) -> dict[str, Any]:
+        return {"kind": kind, "id": request_id, "image": self.image, "version": self.version, **fields}
+
+    def _slices(self, request: SlicesRequest) -> Reply:
+        classes = list(request.classes)
+        if request.base:
+            data = metric_slices(self.base_trace, request.site, request.metric, classes)
+        else:
+            ranked = request.metric == "identifiability"
+            index = self._rank_index_for(request.site, len(classes)) if ranked else None
+            data = metric_slices(self.trace, request.site, request.metric, classes, index)
+        header = self._header(
+            "slices",
+            request.id,
+            site=request.site,
+            metric=request.metric,
+            classes=classes,
+            rows=int(data.shape[1]),
+            tokens=int(data.shape[2]),
+            base=request.base,
+        )
+        return header, [memoryview(np.ascontiguousarray(data, dtype=np.float32))]
+
+    def _rank_index_for(self, site: str, n_classes: int) -> RankIndex | None:
+        """A :class:`RankIndex` once it pays: for several classes, or the second single class of a site in a row."""
+        if self._rank_index is not None and self._rank_index[0] == site:
+            return self._rank_index[1]
+        repeat, self._last_single_site = self._last_single_site == site, site
+        if n_classes == 1 and not repeat:
+            return None
+        self._rank_index = (site, self.trace.rank_index(site))
+        return self._rank_index[1]
+
+    def _logits(self, request: LogitsRequest) -> Reply:
+        """Rows ``start:stop`` of every class logit of a site, with each token's log-partition, so the view
+        derives any class's slice itself; declined when the whole table is larger than :data:`LOGITS_TABLE_BYTES`."""
+        logits = self.trace.logits(request.site)
+        if logits.nbytes > LOGITS_TABLE_BYTES:
+            raise ProtocolError(
+                f"{logits.nbytes / 2**20:.0f} MiB of logits is too much to send: classes come one by one"
+            )
+        chunk = np.ascontiguousarray(logits[request.start : request.stop], dtype=np.float32)
+        log_partition = np.ascontiguousarray(self.trace.log_partition(request.site)[request.start : request.stop])
+        rows, tokens, classes = logits.shape
+        header = self._header(
+            "logits",
+            request.id,
+            site=request.site,
+            start=request.start,
+            stop=request.stop,
+            rows=rows,
+            tokens=tokens,
+            classes=classes,
+        )
+        return header, [memoryview(chunk), memoryview(log_partition)]
+
+    def _memories(self, request: MemoriesRequest) -> Reply:
+        """The most activated memories of one token at one block, and the classes each one writes."""
+        kind = "attn" if request.site == "attn" else "mlp"
+        memories = token_memories(self.lens, self.trace, request.token, request.layer, kind, self._memory_classes)
+        header = self._header(
+            "memories",
+            request.id,
+            token=request.token,
+            layer=request.layer,
+            memory_kind=kind,
+            memories=[int(m) for m in memories["memory"]],
+            classes=memories["classes"].astype(int).tolist(),
+        )
+        return header, [memoryview(memories["coefficient"].astype(np.float32))]
+
+    @property
+    def table_rows_per_message(self) -> int:
+        """Rows of a logits table per message, so one message stays near 1 MB (ViT-B/16: one row)."""
+        tokens, classes = self.limits.n_tokens, self.limits.num_classes
+        return max(1, 2**20 // (tokens * classes * 4))
