@@ -10,11 +10,13 @@ each run splits into a start-up (run start -> first batch done: for Ray, plannin
 the dataset and starting actors that each build their lens) and a steady state
 (first -> last batch done; its images per second is what a long survey sees).
 Printed per executor (median over rounds): wall time, steady-state images per
-second and its ratio to local, start-up, and Ray's overhead per batch (steady
-batch interval minus local's). Then an estimate of a survey of ImageNet val
+second and its ratio to local, start-up, and Ray's overhead per batch (extra
+steady-state seconds per image against local, times the batch size it ran). Then an estimate of a survey of ImageNet val
 (50 000 images) x N checkpoints computed from these numbers. Every executor uses
 the whole machine: local with all CPUs as torch threads, Ray with 1 actor x all
-CPUs and with 2 actors x half each.
+CPUs and with 2 actors x half each; ``--threads 1`` runs every process on one
+thread instead (on a machine shared with other work, torch's threads wait on each
+other and one thread is faster).
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ def measure(lens: vl.Lens, folder: ImageFolder, batch_size: int, executor) -> di
         "wall": end - start,
         "startup": batches[0] - start,
         "steady_rate": (len(done_at) - first_batch) / steady_s,
-        "batch_interval": steady_s / max(1, len(batches) - 1),
+        "seconds_per_image": steady_s / (len(done_at) - first_batch),
+        "mean_batch": len(done_at) / len(batches),
         "gather": end - batches[-1],
     }
 
@@ -96,7 +99,7 @@ def estimate_table(rate: float, startup_s: float, label: str) -> list[str]:
     measured start-up once (actors start in parallel); scaling across workers is taken as
     linear, since the driver only gathers a few floats per image.
     """
-    lines = [f"| checkpoints | 1 {label} | 4 {label}s | 16 {label}s |", "|---|---|---|---|"]
+    lines = [f"| checkpoints | 1 {label} | 4 {label} | 16 {label} |", "|---|---|---|---|"]
     for n in (1, 7, 30):
         cells = [f"{n * (IMAGENET_VAL / (rate * k) + startup_s) / 3600:.2f} h" for k in (1, 4, 16)]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
@@ -110,11 +113,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: all CPUs)")
     args = p.parse_args()
     import ray
 
     cpus = os.cpu_count() or 1
-    torch.set_num_threads(cpus)
+    threads = args.threads or cpus
+    torch.set_num_threads(threads)
     gpus = 1.0 if args.device.startswith("cuda") else 0.0
     os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -122,8 +127,8 @@ def main() -> None:
     lens = build_lens(args.model, args.device)
     executors = {
         "local": "local",
-        "ray, 1 actor": Ray(actors=1, num_cpus=cpus, num_gpus=gpus),
-        "ray, 2 actors": Ray(actors=2, num_cpus=max(1, cpus // 2), num_gpus=gpus / 2),
+        "ray, 1 actor": Ray(actors=1, num_cpus=threads, num_gpus=gpus),
+        "ray, 2 actors": Ray(actors=2, num_cpus=args.threads or max(1, cpus // 2), num_gpus=gpus / 2),
     }
     results: dict[str, list[dict[str, float]]] = {name: [] for name in executors}
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,12 +149,13 @@ def main() -> None:
         print(
             f"{name:<14} wall {m['wall']:6.1f} s | steady {m['steady_rate']:7.1f} img/s = "
             f"{m['steady_rate'] / local['steady_rate']:4.2f}x local | start-up {m['startup']:5.1f} s | "
-            f"overhead per batch {(m['batch_interval'] - local['batch_interval']) * 1000:7.1f} ms | "
+            f"overhead per batch {(m['seconds_per_image'] - local['seconds_per_image']) * m['mean_batch'] * 1000:7.1f} ms "
+            f"(batches of {m['mean_batch']:.0f}) | "
             f"gather {m['gather'] * 1000:5.0f} ms"
         )
     for name, runs in results.items():
         print(f"  {name} per round: " + ", ".join(f"{r['steady_rate']:.1f} img/s" for r in runs))
-    worker = "GPU" if gpus else "machine like this"
+    worker = "x GPU" if gpus else "x this machine"
     one = med["ray, 1 actor"]
     print(f"\nEstimate from the numbers above: identifiability survey of ImageNet val x N checkpoints of {args.model}")
     print(
