@@ -207,3 +207,13 @@ def test_survey_writes_one_tidy_table_per_measurement_and_the_figure(tmp_path, d
     assert_same(object_context_test(demo, folder, 200, progress=False), tests.drop(columns=["model", "depth"]))
     svg = (tmp_path / "survey.svg").read_text()
     assert svg.count("<polyline") == 4 and ">demo<" in svg  # cls, image, object, context; one model
+
+
+def test_default_actor_pool_follows_gpus_else_cpus_and_leaves_a_cpu_for_reads():
+    from vitlens_widgets.analysis.runner import default_actors
+
+    assert default_actors({"CPU": 8.0}, gpus=0, cpus=1, reads_upstream=False) == 8
+    assert default_actors({"CPU": 8.0}, gpus=0, cpus=2, reads_upstream=True) == 3
+    assert default_actors({"CPU": 32.0, "GPU": 4.0}, gpus=1, cpus=1, reads_upstream=False) == 4
+    assert default_actors({"CPU": 32.0, "GPU": 2.0}, gpus=0.5, cpus=1, reads_upstream=True) == 4
+    assert default_actors({"CPU": 1.0}, gpus=0, cpus=1, reads_upstream=True) == 1
