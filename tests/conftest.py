@@ -52,3 +52,31 @@ def rng() -> np.random.Generator:
 
 def random_image(rng: np.random.Generator, height: int = 90, width: int = 120) -> np.ndarray:
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """A real Ray on this machine (2 CPUs, no dashboard), started once per test session; never a remote cluster."""
+    import ray
+    import ray.data
+
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")  # slow shared machines start the agent late
+    for attempt in range(3):  # Ray gives its node 30 s to register: an overloaded machine can miss that
+        try:
+            ray.init(
+                address="local",
+                num_cpus=2,
+                include_dashboard=False,
+                object_store_memory=256 * 1024**2,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

@@ -3,7 +3,6 @@
 from .identifiability import (
     PerImage,
     identifiability_by_block,
-    iter_labelled,
     labelled_batches,
     object_context_test,
     per_image_identifiability,
@@ -18,11 +17,16 @@ from .memories import (
 )
 from .perturbations import perturbation_effects
 from .probes import images_to_match, probe_vs_projection, ridge_fit
+from .runner import Batch, Job, Ray, combine, iter_labelled, run
 from .sublayers import sublayer_contributions
 
 __all__ = [
+    "Batch",
+    "Job",
     "PerImage",
+    "Ray",
     "class_value_agreement",
+    "combine",
     "identifiability_by_block",
     "images_to_match",
     "iter_labelled",
@@ -34,6 +38,7 @@ __all__ = [
     "perturbation_effects",
     "probe_vs_projection",
     "ridge_fit",
+    "run",
     "sublayer_contributions",
     "token_groups",
     "top_classes_per_memory",

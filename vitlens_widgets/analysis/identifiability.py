@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -13,30 +14,7 @@ from tqdm.auto import tqdm
 from ..data.shapes import patch_fraction
 from ..engine.lens import Lens
 from ..engine.trace import TraceBatch, check_site, identifiability_from_rank, layer_numbers
-
-
-def iter_labelled(data: Any) -> Iterable[tuple[Any, int, np.ndarray | None]]:
-    """``(image, label, mask or None)`` items from a ``ShapesBatch``, a Dataset or an iterable of tuples.
-
-    Example:
-        >>> image, label, mask = next(iter_labelled(vl.data.shapes(4, seed=2)))
-    """
-    if hasattr(data, "images") and hasattr(data, "labels"):
-        masks = getattr(data, "masks", None)
-        for i in range(len(data.labels)):
-            yield data.images[i], int(data.labels[i]), None if masks is None else masks[i]
-        return
-    for item in data:
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise ValueError("each data item must be (image, label) or (image, label, mask)")
-        yield item[0], int(item[1]), (item[2] if len(item) > 2 else None)
-
-
-def labelled_count(data: Any) -> int | None:
-    """How many items :func:`iter_labelled` will yield, when that is known up front (for progress bars)."""
-    if hasattr(data, "labels"):
-        return len(data.labels)
-    return len(data) if hasattr(data, "__len__") else None
+from .runner import Batch, Job, Ray, labelled_count, local_batches, run
 
 
 def token_groups(lens: Lens, mask: np.ndarray | None, threshold: float = 0.5) -> dict[str, np.ndarray]:
@@ -100,29 +78,18 @@ def labelled_batches(
 ) -> Iterator[tuple[TraceBatch, np.ndarray, list[np.ndarray | None]]]:
     """Stream ``(traces, labels, masks)`` batches over labelled data with a progress bar and bounded memory.
 
+    Masks of an image folder come resized and cropped like their images.
+
     Example:
         >>> for traces, labels, masks in labelled_batches(lens, vl.data.shapes(256, seed=2), batch_size=64):
         ...     print((traces.predictions == labels).mean())
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    total = labelled_count(data)
-    pending: list[tuple[Any, int, np.ndarray | None]] = []
-
-    def run() -> tuple[TraceBatch, np.ndarray, list[np.ndarray | None]]:
-        traces = lens.trace_batch([item[0] for item in pending], **perturbation)
-        return traces, np.array([item[1] for item in pending]), [item[2] for item in pending]
-
-    with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
-        for item in iter_labelled(data):
-            pending.append(item)
-            if len(pending) == batch_size:
-                yield run()
-                bar.update(len(pending))
-                pending = []
-        if pending:
-            yield run()
-            bar.update(len(pending))
+    with tqdm(total=labelled_count(data), desc=desc, unit="img", disable=not progress) as bar:
+        for batch in local_batches(lens, data, batch_size):
+            yield lens.trace_batch(batch.images, **perturbation), batch.labels, batch.masks
+            bar.update(len(batch))
 
 
 @dataclass
@@ -140,28 +107,65 @@ class PerImage:
 
 
 def per_image_identifiability(
-    lens: Lens, data: Any, site: str = "resid", batch_size: int = 64, progress: bool = True, **perturbation: Any
+    lens: Lens,
+    data: Any,
+    site: str = "resid",
+    batch_size: int = 64,
+    progress: bool = True,
+    executor: str | Ray = "local",
+    **perturbation: Any,
 ) -> PerImage:
     """Identifiability of the true class, averaged over each token group of each image, at every layer.
+
+    Rows follow the data's order; ``object``/``context`` rows are NaN for images without a mask.
 
     Example:
         >>> per_image = per_image_identifiability(lens, vl.data.shapes(100, seed=2))
         >>> per_image.identifiability["object"].shape, per_image.layers  # [images, rows], layer numbers
     """
+    return run(identifiability_job(site, batch_size, **perturbation), lens, data, executor, progress)
+
+
+def identifiability_job(site: str = "resid", batch_size: int = 64, **perturbation: Any) -> Job:
+    """:func:`per_image_identifiability` as a runner job (reduces to a :class:`PerImage`).
+
+    Example:
+        >>> per_image = run(identifiability_job("mlp"), lens, vl.data.shapes(50, seed=2), executor="ray")
+    """
     check_site(site)
+    return Job(
+        map=partial(_identifiability_partials, site=site, perturbation=perturbation),
+        reduce=partial(_per_image_from_columns, site=site),
+        desc="identifiability",
+        batch_size=batch_size,
+    )
+
+
+def _identifiability_partials(
+    lens: Lens, _state: Any, batch: Batch, site: str, perturbation: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    traces = lens.trace_batch(batch.images, **perturbation)
+    rank = traces.rank(batch.labels, site)  # [B, rows, T], -1 for removed tokens
+    ident = identifiability_from_rank(rank, lens.num_classes)
+    top1 = np.where(rank < 0, np.nan, rank == 0)
+    groups = batch_token_groups(lens, batch.masks)
+    for group in ("object", "context"):
+        groups.setdefault(group, np.zeros((len(batch), lens.tokens.n_tokens), bool))
+    out = {"has_mask": np.array([m is not None for m in batch.masks])}
+    for group, select in groups.items():
+        out[f"identifiability/{group}"] = masked_token_mean(ident, select)
+        out[f"top1/{group}"] = masked_token_mean(top1, select)
+    return out
+
+
+def _per_image_from_columns(lens: Lens, columns: dict[str, np.ndarray], site: str) -> PerImage:
     result = PerImage(list(layer_numbers(site, lens.depth)))
-    chunks: dict[str, list[list[np.ndarray]]] = {}
-    for traces, labels, masks in labelled_batches(lens, data, batch_size, progress, "identifiability", **perturbation):
-        rank = traces.rank(labels, site)  # [B, rows, T], -1 for removed tokens
-        ident = identifiability_from_rank(rank, lens.num_classes)
-        top1 = np.where(rank < 0, np.nan, rank == 0)
-        for group, select in batch_token_groups(lens, masks).items():
-            pair = chunks.setdefault(group, [[], []])
-            pair[0].append(masked_token_mean(ident, select))
-            pair[1].append(masked_token_mean(top1, select))
-    for group, (ident_rows, top1_rows) in chunks.items():
-        result.identifiability[group] = np.concatenate(ident_rows)
-        result.top1[group] = np.concatenate(top1_rows)
+    with_masks = bool(columns.get("has_mask", np.zeros(0, bool)).any())
+    for key in columns:
+        kind, _, group = key.partition("/")
+        if kind == "identifiability" and (with_masks or group not in ("object", "context")):
+            result.identifiability[group] = columns[key]
+            result.top1[group] = columns[f"top1/{group}"]
     return result
 
 
@@ -171,6 +175,7 @@ def identifiability_by_block(
     site: str = "resid",
     batch_size: int = 64,
     progress: bool = True,
+    executor: str | Ray = "local",
     **perturbation: Any,
 ) -> pd.DataFrame:
     """Mean identifiability of the true class, and top-1 rate, per layer and token group.
@@ -179,6 +184,8 @@ def identifiability_by_block(
     patches where masks are given. Rows are averaged over tokens within an image,
     then over images (images with no token in a group do not count for it).
     Keyword arguments are trace perturbations (e.g. ``attention="self_only"``).
+    ``executor="ray"`` (or :class:`~vitlens_widgets.analysis.runner.Ray`) runs the
+    forward passes on a Ray actor pool; the result is the same.
 
     Returns a DataFrame with columns ``site, layer, tokens, identifiability,
     top1_rate, images``.
@@ -187,7 +194,16 @@ def identifiability_by_block(
         >>> df = identifiability_by_block(Lens.demo(), vl.data.shapes(500, seed=2))
         >>> df.pivot(index="layer", columns="tokens", values="identifiability")
     """
-    per_image = per_image_identifiability(lens, data, site, batch_size, progress, **perturbation)
+    per_image = per_image_identifiability(lens, data, site, batch_size, progress, executor, **perturbation)
+    return by_block_frame(per_image, site)
+
+
+def by_block_frame(per_image: PerImage, site: str) -> pd.DataFrame:
+    """:func:`identifiability_by_block`'s table from per-image values.
+
+    Example:
+        >>> by_block_frame(per_image_identifiability(lens, vl.data.shapes(50, seed=2)), "resid")
+    """
     rows = []
     for group, ident in per_image.identifiability.items():
         counts = np.sum(~np.isnan(ident), axis=0)
@@ -217,6 +233,7 @@ def object_context_test(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    executor: str | Ray = "local",
 ) -> pd.DataFrame:
     """Paired permutation test of object vs context identifiability, per layer.
 
@@ -233,7 +250,16 @@ def object_context_test(
     """
     if n_permutations < 1:
         raise ValueError("n_permutations must be >= 1")
-    per_image = per_image_identifiability(lens, data, site, batch_size, progress)
+    per_image = per_image_identifiability(lens, data, site, batch_size, progress, executor)
+    return object_context_frame(per_image, n_permutations, seed)
+
+
+def object_context_frame(per_image: PerImage, n_permutations: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """:func:`object_context_test`'s table from per-image values.
+
+    Example:
+        >>> object_context_frame(per_image_identifiability(lens, vl.data.shapes(50, seed=2)), 1000)
+    """
     if "object" not in per_image.identifiability:
         raise ValueError("the object/context test needs masks: give (image, label, mask) items or a ShapesBatch")
     obj, ctx = per_image.identifiability["object"], per_image.identifiability["context"]

@@ -17,6 +17,7 @@ class-value agreement both are L2-normalised first, so scores are cosines.
 from __future__ import annotations
 
 import copy
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ import torch
 from torch import nn
 
 from ..engine.lens import Lens
-from .identifiability import labelled_batches, token_groups
+from .identifiability import token_groups
+from .runner import Batch, Job, Ray, run
 
 KINDS = ("mlp", "attn")
 
@@ -201,13 +203,15 @@ def key_value_agreement(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    executor: str | Ray = "local",
 ) -> pd.DataFrame:
     """Per block and token group: do a token's most activated memories write its true class?
 
     For each token, take the ``top_memories`` memories with the largest key
     coefficients; the token agrees when the true class is among the
     ``top_classes`` classes of any of them. The baseline replaces the true class
-    by a random other class (seeded), drawn once per image.
+    by a random other class, drawn once per image from ``seed`` and the image's
+    position in the data (so batching and executors do not change it).
 
     Returns columns ``block, kind, tokens, agreement, random_class, images``.
 
@@ -215,38 +219,86 @@ def key_value_agreement(
         >>> df = key_value_agreement(lens, vl.data.shapes(200, seed=2), kind="mlp")
         >>> df.pivot(index="block", columns="tokens", values="agreement")
     """
+    job = agreement_job(kind, top_memories, top_classes, batch_size, seed)
+    return run(job, lens, data, executor, progress)
+
+
+def agreement_job(
+    kind: str = "mlp", top_memories: int = 5, top_classes: int = 5, batch_size: int = 64, seed: int = 0
+) -> Job:
+    """:func:`key_value_agreement` as a runner job (memory projections computed once per worker).
+
+    Example:
+        >>> run(agreement_job("attn"), lens, vl.data.shapes(50, seed=2), executor="ray")
+    """
     _check_kind(kind)
-    projections = [memory_projections(lens.model, b, kind) for b in range(1, lens.depth + 1)]
-    writes = [np.argsort(-p, axis=0)[:top_classes] for p in projections]  # per block: [top_classes, M]
-    rng = np.random.default_rng(seed)
-    sums: dict[tuple[int, str], np.ndarray] = {}
-    counts: dict[str, int] = {}
-    with KeyCapture(lens.model, kind) as capture:  # the lens's own forward passes fire the hooks
-        for _traces, labels, masks in labelled_batches(lens, data, batch_size, progress, "key-value agreement"):
-            others = (labels + rng.integers(1, lens.num_classes, len(labels))) % lens.num_classes
-            for b, keys in enumerate(capture.keys):
-                active = keys.topk(top_memories, dim=-1).indices.cpu().numpy()  # [B, T, top_memories]
-                written = writes[b][:, active]  # [top_classes, B, T, top_memories]
-                hit_true = (written == labels[None, :, None, None]).any(axis=(0, 3))  # [B, T]
-                hit_random = (written == others[None, :, None, None]).any(axis=(0, 3))
-                for i, mask in enumerate(masks):
-                    for group, select in token_groups(lens, mask).items():
-                        if not select.any():
-                            continue
-                        acc = sums.setdefault((b + 1, group), np.zeros(2))
-                        acc += (hit_true[i, select].mean(), hit_random[i, select].mean())
-                        if b == 0:
-                            counts[group] = counts.get(group, 0) + 1
-            capture.keys.clear()
-    rows = [
-        {
-            "block": b,
-            "kind": kind,
-            "tokens": g,
-            "agreement": v[0] / counts[g],
-            "random_class": v[1] / counts[g],
-            "images": counts[g],
-        }
-        for (b, g), v in sums.items()
+    return Job(
+        map=partial(_agreement_partials, kind=kind, top_memories=top_memories, seed=seed),
+        reduce=partial(_agreement_frame, kind=kind),
+        setup=partial(_classes_written, kind=kind, top_classes=top_classes),
+        desc="key-value agreement",
+        batch_size=batch_size,
+    )
+
+
+def _classes_written(lens: Lens, kind: str, top_classes: int) -> list[np.ndarray]:
+    """Per block: the ``top_classes`` classes each memory writes most, ``[top_classes, memories]``."""
+    return [
+        np.argsort(-memory_projections(lens.model, b, kind), axis=0)[:top_classes] for b in range(1, lens.depth + 1)
     ]
+
+
+def random_other_classes(labels: np.ndarray, index: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
+    """A class other than each label, drawn from ``seed`` by position in the data (as one stream over all images).
+
+    Example:
+        >>> random_other_classes(np.array([3, 3]), np.array([0, 1]), 10, seed=0)  # never 3
+    """
+    offsets = np.random.default_rng(seed).integers(1, num_classes, int(index.max()) + 1)[index]
+    return (labels + offsets) % num_classes
+
+
+def _agreement_partials(
+    lens: Lens, writes: list[np.ndarray], batch: Batch, kind: str, top_memories: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Per image and block: share of each token group's tokens that agree with the true / a random class."""
+    labels = batch.labels
+    others = random_other_classes(labels, batch.index, lens.num_classes, seed)
+    with KeyCapture(lens.model, kind) as capture:  # the lens's own forward pass fires the hooks
+        lens.trace_batch(batch.images)
+    groups = [token_groups(lens, mask) for mask in batch.masks]
+    names = [*token_groups(lens, None), "object", "context"]
+    out = {f"{m}/{g}": np.full((len(batch), lens.depth), np.nan) for m in ("agreement", "random") for g in names}
+    for b, keys in enumerate(capture.keys):
+        active = keys.topk(top_memories, dim=-1).indices.cpu().numpy()  # [B, T, top_memories]
+        written = writes[b][:, active]  # [top_classes, B, T, top_memories]
+        hit_true = (written == labels[None, :, None, None]).any(axis=(0, 3))  # [B, T]
+        hit_random = (written == others[None, :, None, None]).any(axis=(0, 3))
+        for i, image_groups in enumerate(groups):
+            for group, select in image_groups.items():
+                if select.any():
+                    out[f"agreement/{group}"][i, b] = hit_true[i, select].mean()
+                    out[f"random/{group}"][i, b] = hit_random[i, select].mean()
+    return out
+
+
+def _agreement_frame(lens: Lens, columns: dict[str, np.ndarray], kind: str) -> pd.DataFrame:
+    rows = []
+    for key, agreement in columns.items():
+        measure, _, group = key.partition("/")
+        present = ~np.isnan(agreement[:, 0]) if measure == "agreement" else np.zeros(0, bool)
+        if not present.any():
+            continue
+        random = columns[f"random/{group}"][present].mean(axis=0)
+        for b, value in enumerate(agreement[present].mean(axis=0)):
+            rows.append(
+                {
+                    "block": b + 1,
+                    "kind": kind,
+                    "tokens": group,
+                    "agreement": value,
+                    "random_class": random[b],
+                    "images": int(present.sum()),
+                }
+            )
     return pd.DataFrame(rows).sort_values(["block", "tokens"], ignore_index=True)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..engine.lens import Lens
 from ..engine.trace import layer_numbers
-from .identifiability import iter_labelled, labelled_count, token_groups
+from .identifiability import token_groups
+from .runner import Batch, Job, Ray, run
 
 DROP_GROUPS = ("object", "context")
 
@@ -29,6 +30,7 @@ def perturbation_effects(
     perturbations: Mapping[str, Mapping[str, Any]] | None = None,
     site: str = "resid",
     progress: bool = True,
+    executor: str | Ray = "local",
 ) -> pd.DataFrame:
     """Identifiability per layer and token group, and accuracy, under each perturbation vs the unperturbed model.
 
@@ -43,31 +45,63 @@ def perturbation_effects(
     Example:
         >>> perturbation_effects(lens, vl.data.shapes(500, seed=2), {"self_only": {"attention": "self_only"}})
     """
-    chosen = dict(perturbations or DEFAULT_PERTURBATIONS)
-    sums: dict[tuple[str, str], list] = {}
-    correct: dict[str, int] = {name: 0 for name in ["none", *chosen]}
-    n = 0
-    for image, label, mask in tqdm(
-        iter_labelled(data), total=labelled_count(data), desc="perturbations", disable=not progress
-    ):
+    return run(perturbation_job(perturbations, site), lens, data, executor, progress)
+
+
+def perturbation_job(perturbations: Mapping[str, Mapping[str, Any]] | None = None, site: str = "resid") -> Job:
+    """:func:`perturbation_effects` as a runner job.
+
+    Example:
+        >>> run(perturbation_job({"self_only": {"attention": "self_only"}}), lens, vl.data.shapes(50, seed=2))
+    """
+    chosen = {name: dict(options) for name, options in (perturbations or DEFAULT_PERTURBATIONS).items()}
+    return Job(
+        map=partial(_perturbation_partials, chosen=chosen, site=site),
+        reduce=partial(_perturbation_frame, chosen=chosen, site=site),
+        desc="perturbations",
+        batch_size=16,
+    )
+
+
+def _perturbation_partials(
+    lens: Lens, _state: Any, batch: Batch, chosen: Mapping[str, Mapping[str, Any]], site: str
+) -> dict[str, np.ndarray]:
+    """Per image: correct or not, and each token group's mean identifiability per layer, under each perturbation."""
+    names = ["none", *chosen]
+    rows = len(layer_numbers(site, lens.depth))
+    group_names = [*token_groups(lens, None), "object", "context"]
+    out = {f"correct/{name}": np.zeros(len(batch), bool) for name in names}
+    out |= {f"ident/{name}/{g}": np.full((len(batch), rows), np.nan) for name in names for g in group_names}
+    for i, (image, label, mask) in enumerate(zip(batch.images, batch.labels.tolist(), batch.masks)):
         groups = token_groups(lens, mask)
         traces = {"none": lens.trace(image)}
         for name, options in chosen.items():
             traces[name] = lens.trace(image, **_options_for(options, groups))
         for name, trace in traces.items():
-            correct[name] += int(trace.prediction.index == label)
+            out[f"correct/{name}"][i] = trace.prediction.index == label
             ident = trace.identifiability(label, site)
             for group, select in groups.items():
                 values = ident[:, select]
-                kept = ~np.isnan(values)
-                if kept.any():
-                    acc = sums.setdefault((name, group), [np.zeros(len(ident)), 0])
+                if (~np.isnan(values)).any():
                     with np.errstate(invalid="ignore"):
-                        acc[0] += np.nan_to_num(np.nanmean(values, axis=1))
-                    acc[1] += 1
-        n += 1
+                        out[f"ident/{name}/{group}"][i] = np.nan_to_num(np.nanmean(values, axis=1))
+    return out
+
+
+def _perturbation_frame(
+    lens: Lens, columns: dict[str, np.ndarray], chosen: Mapping[str, Mapping[str, Any]], site: str
+) -> pd.DataFrame:
+    n = len(columns["index"])
     if n == 0:
         raise ValueError("no images given")
+    correct = {name: int(columns[f"correct/{name}"].sum()) for name in ["none", *chosen]}
+    sums = {}
+    for key, values in columns.items():
+        kind, _, rest = key.partition("/")
+        present = ~np.isnan(values[:, 0]) if kind == "ident" else np.zeros(0, bool)
+        if present.any():
+            name, _, group = rest.partition("/")
+            sums[(name, group)] = [values[present].sum(axis=0), int(present.sum())]
     return _summary_frame(lens, site, chosen, sums, correct, n)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..engine.lens import Lens
 from ..engine.trace import rank_of
-from .identifiability import iter_labelled
+from .runner import iter_labelled
 
 
 def ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> np.ndarray:

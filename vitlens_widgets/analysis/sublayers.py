@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ..engine.lens import Lens
-from .identifiability import batch_token_groups, labelled_batches, masked_token_mean
+from .identifiability import batch_token_groups, masked_token_mean
+from .runner import Batch, Job, Ray, run
 
 MEASURES = (
     "attn_gain_rate",
@@ -20,7 +21,9 @@ MEASURES = (
 )
 
 
-def sublayer_contributions(lens: Lens, data: Any, batch_size: int = 64, progress: bool = True) -> pd.DataFrame:
+def sublayer_contributions(
+    lens: Lens, data: Any, batch_size: int = 64, progress: bool = True, executor: str | Ray = "local"
+) -> pd.DataFrame:
     """Per block and token group, how each sublayer moves the true class and where the block's top-1 comes from.
 
     * ``attn_gain_rate``: share of tokens whose attention update, projected, gives
@@ -38,22 +41,41 @@ def sublayer_contributions(lens: Lens, data: Any, batch_size: int = 64, progress
     Example:
         >>> sublayer_contributions(Lens.demo(), vl.data.shapes(500, seed=2))
     """
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for traces, labels, masks in labelled_batches(lens, data, batch_size, progress, "sublayers"):
-        per_token = _per_token_measures(traces, labels)  # measure -> [B, L, T]
-        for group, select in batch_token_groups(lens, masks).items():
-            present = select.any(axis=1)
-            if not present.any():
-                continue
-            means = np.stack([masked_token_mean(per_token[m].astype(np.float32), select) for m in MEASURES])
-            sums[group] = sums.get(group, 0) + np.nansum(means[:, present], axis=1)  # [measures, L]
-            counts[group] = counts.get(group, 0) + int(present.sum())
+    return run(sublayer_job(batch_size), lens, data, executor, progress)
+
+
+def sublayer_job(batch_size: int = 64) -> Job:
+    """:func:`sublayer_contributions` as a runner job.
+
+    Example:
+        >>> run(sublayer_job(), lens, vl.data.shapes(50, seed=2))
+    """
+    return Job(map=_sublayer_partials, reduce=_sublayer_frame, desc="sublayers", batch_size=batch_size)
+
+
+def _sublayer_partials(lens: Lens, _state: Any, batch: Batch) -> dict[str, np.ndarray]:
+    per_token = _per_token_measures(lens.trace_batch(batch.images), batch.labels)  # measure -> [B, L, T]
+    groups = batch_token_groups(lens, batch.masks)
+    for group in ("object", "context"):
+        groups.setdefault(group, np.zeros((len(batch), lens.tokens.n_tokens), bool))
+    return {  # group -> [B, measures, L], NaN for images without tokens in the group
+        f"measures/{group}": np.stack([masked_token_mean(per_token[m].astype(np.float32), select) for m in MEASURES], 1)
+        for group, select in groups.items()
+    }
+
+
+def _sublayer_frame(lens: Lens, columns: dict[str, np.ndarray]) -> pd.DataFrame:
     rows = []
-    for group, total in sums.items():
-        mean = total / counts[group]
+    for key, values in columns.items():
+        kind, _, group = key.partition("/")
+        present = ~np.isnan(values).all(axis=(1, 2)) if kind == "measures" else np.zeros(0, bool)
+        if not present.any():
+            continue
+        mean = np.nansum(values[present].astype(np.float64), axis=0) / present.sum()  # [measures, L]
         for b in range(lens.depth):
-            rows.append({"block": b + 1, "tokens": group, "images": counts[group], **dict(zip(MEASURES, mean[:, b]))})
+            rows.append(
+                {"block": b + 1, "tokens": group, "images": int(present.sum()), **dict(zip(MEASURES, mean[:, b]))}
+            )
     return pd.DataFrame(rows).sort_values(["block", "tokens"], ignore_index=True)
 
 

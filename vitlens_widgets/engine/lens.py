@@ -18,6 +18,7 @@ from .classes import ClassLike, ClassNames, default_class_names
 from .loading import create_model
 from .perturb import Perturbation, attention_mask, make_perturbation, zero_cls_weights
 from .preprocess import ImageLike, Prepared, Preprocessor
+from .recipe import LensRecipe
 from .trace import TokenLayout, Trace, TraceBatch, check_int
 
 NO_PERTURBATION = Perturbation()
@@ -69,6 +70,7 @@ class Lens:
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, Trace] = OrderedDict()
         self._pinned: dict[str, Trace] = {}  # input fingerprint -> unperturbed trace, never evicted
+        self.recipe: LensRecipe | None = None  # how to build this lens elsewhere (set by from_timm and demo)
 
     # --- construction ------------------------------------------------------------
     @classmethod
@@ -94,7 +96,11 @@ class Lens:
             >>> lens = Lens.from_timm("vit_base_patch16_224", checkpoint_path="w.safetensors")
         """
         model = create_model(name, pretrained=pretrained, checkpoint_path=checkpoint_path, **model_kwargs)
-        return cls(model, class_names=class_names, device=device, cache_size=cache_size)
+        lens = cls(model, class_names=class_names, device=device, cache_size=cache_size)
+        lens.recipe = LensRecipe.timm(
+            name, pretrained=pretrained, checkpoint_path=checkpoint_path, class_names=class_names, **model_kwargs
+        )
+        return lens
 
     @classmethod
     def demo(cls, device: str | torch.device = "cpu") -> Lens:
@@ -107,7 +113,9 @@ class Lens:
         """
         from ..demo import load_demo_model
 
-        return cls(load_demo_model(), device=device)
+        lens = cls(load_demo_model(), device=device)
+        lens.recipe = LensRecipe("demo")
+        return lens
 
     # --- shape of the model ------------------------------------------------------
     @property
