@@ -48,18 +48,6 @@ def kernel(host: Host) -> Host:
     return host
 
 
-@pytest.fixture
-def keyboard(host: Host, request) -> Host:
-    """A host whose keys must reach the grid; Notebook 7 takes them until the view marks its focusable elements."""
-    if host.name == "notebook7":
-        reason = (
-            "Lumino matches a command-mode binding's ':focus' selector on the focused cell itself before it sees"
-            " data-lm-suppress-shortcuts on the explorer's root; the attribute must be on every focusable element"
-        )
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-    return host
-
-
 def pixels(page: Page) -> list[int]:
     return page.locator(HEAT).evaluate(PIXELS)
 
@@ -213,9 +201,9 @@ def test_no_errors_in_the_browser_console(host: Host):
     assert [e for e in host.errors if "favicon" not in e] == []
 
 
-# Last: in Notebook 7 these keys still edit the notebook (see the keyboard fixture).
-def test_arrow_keys_move_through_the_grid(keyboard: Host):
-    page = keyboard.page
+# Last: a failure here can leave a notebook host edited.
+def test_arrow_keys_move_through_the_grid(host: Host):
+    page = host.page
     page.get_by_role("gridcell", name="patch row 1, column 1").focus()
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowDown")
@@ -223,10 +211,10 @@ def test_arrow_keys_move_through_the_grid(keyboard: Host):
     assert focused.count() == 1 and focused.get_attribute("aria-label") == "patch row 2, column 2"
 
 
-def test_keys_in_the_grid_trigger_no_notebook_shortcuts(keyboard: Host):
-    page = keyboard.page
+def test_keys_in_the_grid_trigger_no_notebook_shortcuts(host: Host):
+    page = host.page
     if not page.locator(".jp-Notebook").count():
-        pytest.skip(f"{keyboard.name} has no notebook shortcuts")
+        pytest.skip(f"{host.name} has no notebook shortcuts")
     cells = page.locator(".jp-Notebook .jp-Cell").count()
     page.get_by_role("gridcell", name="patch row 3, column 3").focus()
     for key in ("a", "b", "x", "m"):  # insert above/below, cut, to markdown: command-mode shortcuts
