@@ -2,7 +2,10 @@
 
 A probe is a ridge regression from one token's hidden state at one layer to a
 ±1 coding of the classes (prediction: the highest score), fitted per layer and
-per token position, as in the paper. The projection needs no training: it is the
+per token position, as in the paper. Accuracy counts a hit only when the true
+class scores strictly highest: a tie for first is a miss, for probes and the
+projection alike. Identifiability keeps the engine's rank (ties share the
+better rank). The projection needs no training: it is the
 model's own norm and head. Both are scored on the same held-out tokens.
 """
 
@@ -77,36 +80,45 @@ def probe_vs_projection(
     for layer_row in range(test_hidden.shape[1]):
         layer = layer_row if site == "resid" else layer_row + 1
         for kind, positions in kinds.items():
-            ranks = rank_of(test_logits[:, layer_row, positions], test_labels)
-            rows.append(_row(layer, kind, "projection", 0, ranks, n_classes))
+            rows.append(_row(layer, kind, "projection", 0, test_logits[:, layer_row, positions], test_labels))
             for size in sizes:
                 targets = -np.ones((size, n_classes))
                 targets[np.arange(size), train_labels[:size]] = 1.0
-                probe_ranks = np.stack(
+                scores = np.stack(
                     [
-                        rank_of(
-                            ridge_scores(
-                                ridge_fit(train_hidden[:size, layer_row, t], targets, alpha),
-                                test_hidden[:, layer_row, t],
-                            ),
-                            test_labels,
+                        ridge_scores(
+                            ridge_fit(train_hidden[:size, layer_row, t], targets, alpha), test_hidden[:, layer_row, t]
                         )
                         for t in positions
                     ],
                     axis=1,
                 )
-                rows.append(_row(layer, kind, "probe", size, probe_ranks, n_classes))
+                rows.append(_row(layer, kind, "probe", size, scores, test_labels))
     return pd.DataFrame(rows)
 
 
-def _row(layer: int, kind: str, method: str, size: int, ranks: np.ndarray, n_classes: int) -> dict:
+def strict_hits(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """bool ``[n, ...]``: the true class scores strictly above every other class (a tie for first is a miss).
+
+    ``scores`` is ``[n, ..., C]``, ``labels`` ``[n]``. Plain ``argmax`` would break
+    ties by class index, which credits whichever class comes first; a constant
+    probe (e.g. at layer 0, where the [CLS] input is the same for every image)
+    would otherwise score the shares of its tied classes.
+    """
+    index = labels.reshape(labels.shape + (1,) * (scores.ndim - labels.ndim))
+    target = np.take_along_axis(scores, index, axis=-1)
+    return np.count_nonzero(scores >= target, axis=-1) == 1
+
+
+def _row(layer: int, kind: str, method: str, size: int, scores: np.ndarray, labels: np.ndarray) -> dict:
+    ranks = rank_of(scores, labels)
     return {
         "layer": layer,
         "tokens": kind,
         "method": method,
         "train_images": size,
-        "accuracy": float((ranks == 0).mean()),
-        "identifiability": float((1.0 - ranks / n_classes).mean()),
+        "accuracy": float(strict_hits(scores, labels).mean()),
+        "identifiability": float((1.0 - ranks / scores.shape[-1]).mean()),
     }
 
 
