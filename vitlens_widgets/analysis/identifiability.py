@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from ..data.shapes import patch_fraction
 from ..engine.lens import Lens
 from ..engine.trace import TraceBatch, check_site, identifiability_from_rank, layer_numbers
+from .models import over_models
 
 
 def iter_labelled(data: Any) -> Iterable[tuple[Any, int, np.ndarray | None]]:
@@ -165,6 +166,7 @@ def per_image_identifiability(
     return result
 
 
+@over_models
 def identifiability_by_block(
     lens: Lens,
     data: Any,
@@ -209,6 +211,7 @@ def identifiability_by_block(
     return pd.DataFrame(rows).sort_values(["layer", "tokens"], ignore_index=True)
 
 
+@over_models
 def object_context_test(
     lens: Lens,
     data: Any,

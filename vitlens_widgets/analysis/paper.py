@@ -275,3 +275,44 @@ def attention_perturbation_test(
                 }
             )
     return pd.DataFrame(rows)
+
+
+@over_models
+def residual_match_formulas(lens: Lens, data: Any, batch_size: int = 64, progress: bool = True) -> pd.DataFrame:
+    """Per block, image tokens: the "none" share of the residual match and the MLP gain rate, ours vs the authors' code.
+
+    * ``none``: the block output's top-1 class matches none of the attention
+      update's, the MLP update's and the block input's top-1 (ours, as in
+      :func:`~vitlens_widgets.analysis.sublayer_contributions`);
+      ``none_authors``: the authors' formula, which tests the attention update
+      twice and never the MLP's, so MLP-made tokens count as "composition".
+    * ``mlp_gain``: the MLP update raises the true logit above the stream the
+      MLP reads (after attention, ours); ``mlp_gain_authors``: above the block
+      input, as in the authors' code.
+
+    Returns columns ``block, none, none_authors, mlp_gain, mlp_gain_authors, images``.
+    """
+
+    def measure(traces, labels, masks):
+        resid, attn, mlp, mid = traces.logits("resid"), traces.logits("attn"), traces.logits("mlp"), traces.mid_logits()
+        out, prev = resid[:, 1:].argmax(-1), resid[:, :-1].argmax(-1)
+        a, m = attn.argmax(-1), mlp.argmax(-1)
+        index = labels[:, None, None, None]
+
+        def true(x):
+            return np.take_along_axis(x, index, -1)[..., 0]
+
+        values = {
+            "none": (out != prev) & (out != a) & (out != m),
+            "none_authors": (out != prev) & (out != a),
+            "mlp_gain": true(mlp) > true(mid),
+            "mlp_gain_authors": true(mlp) > true(resid[:, :-1]),
+        }
+        select = batch_token_groups(lens, masks)["image"]
+        return {k: masked_token_mean(v.astype(np.float32), select) for k, v in values.items()}
+
+    per = _stream(lens, data, measure, batch_size, progress, "residual match")
+    frame = pd.DataFrame({k: v.mean(0) for k, v in per.items()})
+    frame.insert(0, "block", np.arange(1, lens.depth + 1))
+    frame["images"] = len(per["none"])
+    return frame

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from ..engine.lens import Lens
 from ..engine.trace import layer_numbers
 from .identifiability import iter_labelled, labelled_count, token_groups
+from .models import over_models
 
 DROP_GROUPS = ("object", "context")
 
@@ -23,6 +24,7 @@ DEFAULT_PERTURBATIONS: dict[str, dict[str, Any]] = {
 }
 
 
+@over_models
 def perturbation_effects(
     lens: Lens,
     data: Any,

@@ -16,24 +16,33 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..engine.lens import Lens
 from ..engine.trace import rank_of
 from .identifiability import iter_labelled
+from .models import over_models
 
 
 def ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """Weights ``[D + 1, C]`` (last row: bias, not penalised) of ridge regression in closed form.
+
+    ``features`` may carry leading batch axes (``[..., n, D]``, one fit per
+    leading index, solved in one call); the weights then are ``[..., D + 1, C]``.
 
     Example:
         >>> features, targets = np.random.default_rng(0).normal(size=(50, 8)), np.eye(3)[np.arange(50) % 3]
         >>> weights = ridge_fit(features, targets, alpha=1.0)  # [9, 3]
         >>> scores = features @ weights[:-1] + weights[-1]
     """
-    X = np.hstack([features, np.ones((len(features), 1), features.dtype)]).astype(np.float64)
-    penalty = alpha * np.eye(X.shape[1])
+    X = torch.from_numpy(np.asarray(features, np.float64))
+    X = torch.cat([X, torch.ones((*X.shape[:-1], 1), dtype=X.dtype)], dim=-1)
+    Xt = X.transpose(-1, -2)
+    penalty = alpha * torch.eye(X.shape[-1], dtype=X.dtype)
     penalty[-1, -1] = 0.0
-    return np.linalg.solve(X.T @ X + penalty, X.T @ targets.astype(np.float64))
+    Y = torch.from_numpy(np.asarray(targets, np.float64))
+    # torch, not numpy: its thread pool is the one the caller sized (numpy's BLAS can oversubscribe shared cores)
+    return torch.linalg.solve(Xt @ X + penalty, Xt @ Y).numpy()
 
 
 def ridge_scores(weights: np.ndarray, features: np.ndarray) -> np.ndarray:
@@ -48,6 +57,7 @@ def _hidden_and_logits(lens: Lens, data: Any, site: str) -> tuple[np.ndarray, np
     return hidden, batch.logits(site), np.array([item[1] for item in items])
 
 
+@over_models
 def probe_vs_projection(
     lens: Lens,
     train: Any,

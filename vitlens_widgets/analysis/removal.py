@@ -22,22 +22,31 @@ from .identifiability import batch_token_groups, iter_labelled, labelled_count, 
 from .models import over_models
 
 
-def forward_kept(lens: Lens, images: list[Any], keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def prepared_batch(lens: Lens, images: list[Any]) -> torch.Tensor:
+    """The model's input batch ``[B, 3, H, W]`` for ``images`` (preprocessed once, reused across removals)."""
+    dtype = next(lens.model.parameters()).dtype
+    return torch.stack([lens.prepare(im).tensor for im in images]).to(lens.device, dtype)
+
+
+def forward_kept(
+    lens: Lens, images: list[Any] | torch.Tensor, keep: np.ndarray, layers: bool = True
+) -> tuple[np.ndarray | None, np.ndarray]:
     """Residual-stream logits ``[B, L+1, T, C]`` (NaN for removed tokens) and model logits ``[B, C]``.
 
-    ``keep`` is bool ``[B, T]``: the tokens each image keeps (prefix tokens must
-    be kept). Equals ``lens.trace(image, drop_tokens=<not kept>)`` image by image.
+    ``images``: a list of images or a :func:`prepared_batch`. ``keep`` is bool
+    ``[B, T]``: the tokens each image keeps (prefix tokens must be kept).
+    Equals ``lens.trace(image, drop_tokens=<not kept>)`` image by image.
+    ``layers=False`` skips the per-layer readout (returns None for it).
     """
     keep = np.asarray(keep, bool)
     if not keep[:, : lens.tokens.n_prefix].all():
         raise ValueError("prefix tokens ([CLS], registers) cannot be removed")
     adapter = lens.adapter
-    dtype = next(lens.model.parameters()).dtype
-    x = torch.stack([lens.prepare(im).tensor for im in images]).to(lens.device, dtype)
+    x = images if isinstance(images, torch.Tensor) else prepared_batch(lens, images)
     kept = torch.from_numpy(keep).to(lens.device)
     n_tokens = keep.shape[1]
     allowed = kept[:, None, :] | torch.eye(n_tokens, dtype=torch.bool, device=lens.device)  # removed rows: self only
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=lens.device).masked_fill_(~allowed, float("-inf"))[:, None]
+    mask = torch.zeros(allowed.shape, dtype=x.dtype, device=lens.device).masked_fill_(~allowed, float("-inf"))[:, None]
     with torch.inference_mode():
         embedded = adapter.embed(x)
         h = embedded.tokens
@@ -46,11 +55,14 @@ def forward_kept(lens: Lens, images: list[Any], keep: np.ndarray) -> tuple[np.nd
             h = h + adapter.attn_update(i, h, embedded.context, mask=mask)
             h = h + adapter.mlp_update(i, h)
             states.append(h)
-        logits = adapter.readout(torch.stack(states, 1)).float()  # [B, L+1, T, C]
-        output = torch.cat([adapter.model_logits(h[i : i + 1, kept[i]]) for i in range(len(images))]).float()
-    out = logits.cpu().numpy()
-    out[~np.broadcast_to(keep[:, None, :], out.shape[:3])] = np.nan
-    return out, output.cpu().numpy()
+        if "cls" in lens.tokens.prefix or keep.all():  # pooling reads prefix tokens only (or nothing was removed)
+            output = adapter.model_logits(h).float()
+        else:  # average pooling: over each image's kept tokens
+            output = torch.cat([adapter.model_logits(h[i : i + 1, kept[i]]) for i in range(len(keep))]).float()
+        logits = adapter.readout(torch.stack(states, 1)).float().cpu().numpy() if layers else None
+    if logits is not None:
+        logits[~np.broadcast_to(keep[:, None, :], logits.shape[:3])] = np.nan
+    return logits, output.cpu().numpy()
 
 
 REMOVALS = ("context", "object")
@@ -104,6 +116,7 @@ def context_removal(
         if any(m is None for m in masks):
             raise ValueError("context removal needs masks: give (image, label, mask) items or a ShapesBatch")
         traces = lens.trace_batch(images)
+        x = prepared_batch(lens, images)
         groups = batch_token_groups(lens, masks)
         base_rank = traces.rank(labels, "resid")  # [B, L+1, T]
         base_hit = traces.predictions == labels
@@ -114,7 +127,7 @@ def context_removal(
                 continue
             idx = np.flatnonzero(valid)
             keep = ~groups[removed][idx]
-            logits, output = forward_kept(lens, [images[i] for i in idx], keep)
+            logits, output = forward_kept(lens, x[idx], keep)
             rank = rank_of(np.nan_to_num(logits, nan=-np.inf), labels[idx])  # [b, L+1, T]
             select = groups[kept_group][idx][:, None, :]
             acc = per[removed]

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..engine.lens import Lens
 from .identifiability import batch_token_groups, labelled_batches, masked_token_mean
+from .models import over_models
 
 MEASURES = (
     "attn_gain_rate",
@@ -20,6 +21,7 @@ MEASURES = (
 )
 
 
+@over_models
 def sublayer_contributions(lens: Lens, data: Any, batch_size: int = 64, progress: bool = True) -> pd.DataFrame:
     """Per block and token group, how each sublayer moves the true class and where the block's top-1 comes from.
 
