@@ -44,7 +44,7 @@ def format_p(p: float, n_permutations: int = 10_000) -> str:
         return "–"
     floor = 1.0 / (n_permutations + 1)
     if p <= floor * (1 + 1e-9):
-        exponent = int(np.floor(np.log10(floor)))
+        exponent = int(np.round(np.log10(floor)))
         return f"≤ 1e{exponent}" if np.isclose(floor, 10.0**exponent, rtol=0.01) else f"≤ {floor:.1g}"
     return f"{p:.2g}"
 
