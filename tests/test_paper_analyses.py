@@ -201,3 +201,30 @@ def test_several_models_give_one_frame_with_a_model_column(lens, data):
 
 def test_p_values_at_the_permutation_floor_print_as_a_bound():
     assert format_p(1 / 10_001) == "≤ 1e-4" and format_p(0.0312) == "0.031" and format_p(1 / 1001, 1000) == "≤ 1e-3"
+
+
+def test_figures_draw_the_frames_values(lens, data):
+    from vitlens_widgets import plots
+
+    removal = context_removal(lens, data, n_permutations=100, progress=False)
+    fig = plots.context_removal_figure(removal)
+    context = removal[removal.removed == "context"].sort_values("layer")
+    np.testing.assert_allclose(fig.marks[0].y, context.top1_rate)
+    np.testing.assert_allclose(fig.marks[1].y, context.baseline_top1_rate)
+    curves = pd.DataFrame(
+        {"method": ["a", "a", "b", "b"], "direction": "negative", "fraction": [0.0, 0.5] * 2, "accuracy": [1, 0.5, 1, 0.2]}
+    )
+    fig = plots.removal_curves_figure(curves)
+    assert [m.labels[0] for m in fig.marks] == ["a", "b"]
+    np.testing.assert_allclose(fig.marks[1].y, [1, 0.2])
+    with pytest.raises(ValueError, match="positive"):
+        plots.removal_curves_figure(curves, "positive")
+    both = vl.analysis.identifiability_by_block({"a": lens, "b": random_init_lens(lens)}, data, progress=False)
+    fig = plots.model_comparison_figure(both, tokens="cls")
+    np.testing.assert_allclose(fig.marks[0].x, [0, 0.5, 1])
+    np.testing.assert_allclose(fig.marks[1].y, both[(both.model == "b") & (both.tokens == "cls")].identifiability)
+    vs_random = identifiability_vs_random(lens, data, n_permutations=100, progress=False)
+    fig = plots.random_init_figure(vs_random)
+    np.testing.assert_allclose(fig.marks[1].y, vs_random[vs_random.tokens == "cls"].random_identifiability)
+    gain = sublayer_gain_by_location(lens, data, n_permutations=100, progress=False)
+    np.testing.assert_allclose(plots.location_gain_figure(gain).marks[1].y, gain.context)

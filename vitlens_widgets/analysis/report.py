@@ -77,6 +77,13 @@ def _verdict(holds: bool, partly: bool = False) -> str:
     return "reproduces" if holds else ("partly" if partly else "does not reproduce")
 
 
+def _two_sided_verdict(auc: pd.DataFrame, other: str) -> str:
+    """The class-space map beats ``other`` on the negative curve (higher) and the positive curve (lower), significantly."""
+    negative = auc.auc_negative["class_space"] > auc.auc_negative[other] and auc.p_negative[other] < 0.05
+    positive = auc.auc_positive["class_space"] < auc.auc_positive[other] and auc.p_positive[other] < 0.05
+    return _verdict(negative and positive, partly=negative or positive)
+
+
 def _layers(df: pd.DataFrame, column: str, fmt: str = "{:.3f}", key: str = "layer") -> str:
     return ", ".join(fmt.format(v) for v in df.sort_values(key)[column])
 
@@ -166,8 +173,8 @@ def build_report(
         f"(chance {1 / lens.num_classes:.0%})",
         f"paired sign-flip on identifiability, p {fp(img_r.p_value[last])}",
         _verdict(
-            img_r.top1_rate[last] > 2 * img_r.random_top1_rate[last],
-            partly=img_r.top1_rate[last] > img_r.random_top1_rate[last],
+            img_r.top1_rate[last] >= 0.5 and img_r.p_value[last] < 0.05,
+            partly=img_r.top1_rate[last] > img_r.random_top1_rate[last] and img_r.p_value[last] < 0.05,
         ),
     )
     add(
@@ -319,11 +326,7 @@ def build_report(
         f"{rk.auc_negative['projection']:.3f} / {rk.auc_positive['projection']:.3f}; random "
         f"{rk.auc_negative['random']:.3f} / {rk.auc_positive['random']:.3f} ({probe_images} images)",
         f"paired sign-flip, probe vs class space: p {fp(rk.p_negative['probe'])} / {fp(rk.p_positive['probe'])}",
-        _verdict(
-            rk.auc_negative["class_space"] > rk.auc_negative["probe"]
-            and rk.auc_positive["class_space"] < rk.auc_positive["probe"],
-            partly=rk.auc_positive["class_space"] < rk.auc_positive["probe"],
-        ),
+        _two_sided_verdict(rk, "probe"),
     )
     add(
         "the class-space relevance map beats random on the perturbation test",
@@ -332,11 +335,7 @@ def build_report(
         f"{rk.auc_positive['class_space']:.3f} vs {rk.auc_positive['random']:.3f}",
         f"paired sign-flip, random vs class space: p {fp(rk.p_negative['random'])} / {fp(rk.p_positive['random'])}; "
         "more in [relevance.md](relevance.md)",
-        _verdict(
-            rk.auc_negative["class_space"] > rk.auc_negative["random"]
-            and rk.auc_positive["class_space"] < rk.auc_positive["random"],
-            partly=rk.auc_positive["class_space"] < rk.auc_positive["random"],
-        ),
+        _two_sided_verdict(rk, "random"),
     )
 
     side_wide = side.pivot_table(index="layer", columns=["model", "tokens"], values="identifiability")

@@ -147,7 +147,11 @@ def save_weights(
     """Store the state dict as float16 safetensors with the architecture in the header."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    metadata = {"architecture": json.dumps(architecture or ARCHITECTURE), "class_names": json.dumps(list(CLASS_NAMES)), **(meta or {})}
+    metadata = {
+        "architecture": json.dumps(architecture or ARCHITECTURE),
+        "class_names": json.dumps(list(CLASS_NAMES)),
+        **(meta or {}),
+    }
     save_file(tensors, str(path), metadata=metadata)
 
 
