@@ -19,7 +19,7 @@ from vitlens_widgets.analysis.paper import (
     residual_match_formulas,
     sublayer_gain_by_location,
 )
-from vitlens_widgets.analysis.probe_ranking import fit_token_probes, probe_ranked_removal, probe_rank_sum
+from vitlens_widgets.analysis.probe_ranking import fit_token_probes, probe_rank_sum, probe_ranked_removal
 from vitlens_widgets.analysis.probes import probe_vs_projection, ridge_fit, strict_hits
 from vitlens_widgets.analysis.removal import context_removal, forward_kept
 from vitlens_widgets.analysis.report import format_p
@@ -84,7 +84,9 @@ def test_identifiability_vs_random_matches_both_models_traced_directly(lens, dat
     for which, one in (("", lens), ("random_", random_lens)):
         ranks = np.stack([one.trace(im).rank(int(y)) for im, y in zip(data.images, data.labels)])  # [n, L+1, T]
         rows = df[df.tokens == "image"].sort_values("layer")
-        np.testing.assert_allclose(rows[f"{which}identifiability"], (1 - ranks[:, :, image] / 10).mean((0, 2)), rtol=1e-5)
+        np.testing.assert_allclose(
+            rows[f"{which}identifiability"], (1 - ranks[:, :, image] / 10).mean((0, 2)), rtol=1e-5
+        )
         np.testing.assert_allclose(rows[f"{which}top1_rate"], (ranks[:, :, image] == 0).mean((0, 2)), rtol=1e-5)
         np.testing.assert_allclose(rows[f"{which}images_with_top1"], (ranks[:, :, image] == 0).any(2).mean(0))
     assert not np.allclose(df.identifiability, df.random_identifiability)
@@ -128,7 +130,8 @@ def test_attention_perturbation_test_reports_the_top1_rate_of_perturbed_traces(l
     image = token_groups(lens, None)["image"]
     for name in ("self_only", "no_cls"):
         rate = [
-            (lens.trace(im, attention=name).rank(int(y))[-1, image] == 0).mean() for im, y in zip(data.images, data.labels)
+            (lens.trace(im, attention=name).rank(int(y))[-1, image] == 0).mean()
+            for im, y in zip(data.images, data.labels)
         ]
         row = df[(df.perturbation == name) & (df.layer == lens.depth)].iloc[0]
         assert row.top1_rate == pytest.approx(np.mean(rate))
@@ -212,7 +215,12 @@ def test_figures_draw_the_frames_values(lens, data):
     np.testing.assert_allclose(fig.marks[0].y, context.top1_rate)
     np.testing.assert_allclose(fig.marks[1].y, context.baseline_top1_rate)
     curves = pd.DataFrame(
-        {"method": ["a", "a", "b", "b"], "direction": "negative", "fraction": [0.0, 0.5] * 2, "accuracy": [1, 0.5, 1, 0.2]}
+        {
+            "method": ["a", "a", "b", "b"],
+            "direction": "negative",
+            "fraction": [0.0, 0.5] * 2,
+            "accuracy": [1, 0.5, 1, 0.2],
+        }
     )
     fig = plots.removal_curves_figure(curves)
     assert [m.labels[0] for m in fig.marks] == ["a", "b"]
