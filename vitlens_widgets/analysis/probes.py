@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         "# Linear probes vs class-space projection (demo model)\n",
         f"Regenerate with `python -m vitlens_widgets.analysis.probes` (ridge, alpha 1, one probe per layer and token "
         f"position, trained on the first n of {max(args.train_sizes)} fresh images (data seed {train_seed}), tested on "
-        f"{args.test_images} held-out images (seed {TEST_SEED})). Top-1 accuracy of the true class:\n",
+        f"{args.test_images} held-out images (seed {TEST_SEED})). Top-1 accuracy of the true class; a tie for first "
+        "counts as a miss. At layer 0 the [CLS] input is the same for every image, so a [CLS] probe there is constant: "
+        "it scores the test share of the class it ranks first, or 0 when classes tie for first.\n",
     ]
     for kind in ("cls", "image"):
         wide = df[df.tokens == kind].pivot_table(index="layer", columns=["method", "train_images"], values="accuracy")
