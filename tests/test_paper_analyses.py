@@ -236,3 +236,30 @@ def test_figures_draw_the_frames_values(lens, data):
     np.testing.assert_allclose(fig.marks[1].y, vs_random[vs_random.tokens == "cls"].random_identifiability)
     gain = sublayer_gain_by_location(lens, data, n_permutations=100, progress=False)
     np.testing.assert_allclose(plots.location_gain_figure(gain).marks[1].y, gain.context)
+
+
+def test_memory_agreement_text_definition_equals_key_value_agreement(lens, data):
+    from vitlens_widgets.analysis import key_value_agreement, memory_agreement
+
+    old = key_value_agreement(lens, data, "attn", top_classes=2, progress=False)
+    new = memory_agreement(lens, data, "attn", top_classes=2, n_permutations=100, progress=False)
+    pd.testing.assert_frame_equal(new.drop(columns="p_value"), old, check_dtype=False)
+
+
+def test_memory_agreement_code_definition_and_outcome_split_equal_a_loop(lens, data):
+    from vitlens_widgets.analysis import memory_agreement
+    from vitlens_widgets.analysis.memories import memory_projections
+
+    df = memory_agreement(lens, data, "mlp", top_classes=3, definition="code", by_outcome=True, progress=False)
+    block = 2
+    class_top = np.argsort(-memory_projections(lens.model, block, "mlp"), axis=1)[:, :3]  # [C, 3]
+    per_outcome: dict[str, list[float]] = {}
+    for image, label in zip(data.images, data.labels):
+        trace = lens.trace(image)
+        keys = lens.memory_keys(trace, block, "mlp")[0]  # [CLS]
+        hit = np.isin(np.argsort(-keys)[:5], class_top[label]).any()
+        outcome = "correct" if trace.prediction.index == label else "wrong"
+        per_outcome.setdefault(outcome, []).append(float(hit))
+    for outcome, hits in per_outcome.items():
+        row = df[(df.block == block) & (df.tokens == "cls") & (df.outcome == outcome)].iloc[0]
+        assert row.agreement == pytest.approx(np.mean(hits)) and row.images == len(hits)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..engine.lens import Lens
-from .identifiability import labelled_batches, paired_sign_flip_test, token_groups
+from .identifiability import labelled_batches, token_groups
 from .models import over_models
 
 KINDS = ("mlp", "attn")
@@ -194,9 +194,6 @@ class KeyCapture:
             handle.remove()
 
 
-KV_DEFINITIONS = ("text", "code")
-
-
 @over_models
 def key_value_agreement(
     lens: Lens,
@@ -207,79 +204,52 @@ def key_value_agreement(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
-    definition: str = "text",
-    by_outcome: bool = False,
-    n_permutations: int = 10_000,
 ) -> pd.DataFrame:
     """Per block and token group: do a token's most activated memories write its true class?
 
     For each token, take the ``top_memories`` memories with the largest key
-    coefficients. ``definition="text"`` (the paper's wording): the token agrees
-    when the true class is among the ``top_classes`` classes of any of them.
-    ``definition="code"`` (the authors' code): it agrees when any of them is
-    among the true class's ``top_classes`` memories (the memories whose values
-    write that class most). The baseline replaces the true class by a random
-    other class (seeded), drawn once per image. ``by_outcome=True`` adds an
-    ``outcome`` column and splits images the model classifies correctly from the
-    others. ``p_value``: paired sign-flip permutation test over images of
-    agreement vs the random-class baseline (two-sided).
+    coefficients; the token agrees when the true class is among the
+    ``top_classes`` classes of any of them. The baseline replaces the true class
+    by a random other class (seeded), drawn once per image.
 
-    Returns columns ``block, kind, tokens, [outcome,] agreement, random_class, p_value, images``.
+    Returns columns ``block, kind, tokens, agreement, random_class, images``.
 
     Example:
         >>> df = key_value_agreement(lens, vl.data.shapes(200, seed=2), kind="mlp")
         >>> df.pivot(index="block", columns="tokens", values="agreement")
     """
     _check_kind(kind)
-    if definition not in KV_DEFINITIONS:
-        raise ValueError(f"definition must be 'text' or 'code', got {definition!r}")
     projections = [memory_projections(lens.model, b, kind) for b in range(1, lens.depth + 1)]
-    if definition == "text":
-        writes = [np.argsort(-p, axis=0)[:top_classes] for p in projections]  # per block: [top_classes, M]
-    else:
-        members = []
-        for p in projections:  # per block: bool [C, M], a class's top memories
-            member = np.zeros(p.shape, bool)
-            np.put_along_axis(member, np.argsort(-p, axis=1)[:, :top_classes], True, axis=1)
-            members.append(member)
+    writes = [np.argsort(-p, axis=0)[:top_classes] for p in projections]  # per block: [top_classes, M]
     rng = np.random.default_rng(seed)
-    per_image: dict[tuple, list[tuple[float, float]]] = {}
+    sums: dict[tuple[int, str], np.ndarray] = {}
+    counts: dict[str, int] = {}
     with KeyCapture(lens.model, kind) as capture:  # the lens's own forward passes fire the hooks
-        for traces, labels, masks in labelled_batches(lens, data, batch_size, progress, "key-value agreement"):
+        for _traces, labels, masks in labelled_batches(lens, data, batch_size, progress, "key-value agreement"):
             others = (labels + rng.integers(1, lens.num_classes, len(labels))) % lens.num_classes
-            outcomes = np.where(traces.predictions == labels, "correct", "wrong")
             for b, keys in enumerate(capture.keys):
                 active = keys.topk(top_memories, dim=-1).indices.cpu().numpy()  # [B, T, top_memories]
-                if definition == "text":
-                    written = writes[b][:, active]  # [top_classes, B, T, top_memories]
-                    hit_true = (written == labels[None, :, None, None]).any(axis=(0, 3))  # [B, T]
-                    hit_random = (written == others[None, :, None, None]).any(axis=(0, 3))
-                else:
-                    hit_true = np.take_along_axis(members[b][labels][:, None, :], active, axis=2).any(-1)
-                    hit_random = np.take_along_axis(members[b][others][:, None, :], active, axis=2).any(-1)
+                written = writes[b][:, active]  # [top_classes, B, T, top_memories]
+                hit_true = (written == labels[None, :, None, None]).any(axis=(0, 3))  # [B, T]
+                hit_random = (written == others[None, :, None, None]).any(axis=(0, 3))
                 for i, mask in enumerate(masks):
                     for group, select in token_groups(lens, mask).items():
                         if not select.any():
                             continue
-                        key = (b + 1, group, outcomes[i]) if by_outcome else (b + 1, group)
-                        pair = (hit_true[i, select].mean(), hit_random[i, select].mean())
-                        per_image.setdefault(key, []).append(pair)
+                        acc = sums.setdefault((b + 1, group), np.zeros(2))
+                        acc += (hit_true[i, select].mean(), hit_random[i, select].mean())
+                        if b == 0:
+                            counts[group] = counts.get(group, 0) + 1
             capture.keys.clear()
-    rows = []
-    for key, pairs in per_image.items():
-        values = np.array(pairs)  # [images, 2]
-        _, p_value = paired_sign_flip_test(values[:, :1] - values[:, 1:], n_permutations, seed)
-        rows.append(
-            {
-                "block": key[0],
-                "kind": kind,
-                "tokens": key[1],
-                **({"outcome": key[2]} if by_outcome else {}),
-                "agreement": float(values[:, 0].mean()),
-                "random_class": float(values[:, 1].mean()),
-                "p_value": float(p_value[0]),
-                "images": len(values),
-            }
-        )
-    order = ["block", "tokens", "outcome"] if by_outcome else ["block", "tokens"]
-    return pd.DataFrame(rows).sort_values(order, ignore_index=True)
+    rows = [
+        {
+            "block": b,
+            "kind": kind,
+            "tokens": g,
+            "agreement": v[0] / counts[g],
+            "random_class": v[1] / counts[g],
+            "images": counts[g],
+        }
+        for (b, g), v in sums.items()
+    ]
+    return pd.DataFrame(rows).sort_values(["block", "tokens"], ignore_index=True)
