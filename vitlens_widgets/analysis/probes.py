@@ -41,8 +41,10 @@ def ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> 
     penalty = alpha * torch.eye(X.shape[-1], dtype=X.dtype)
     penalty[-1, -1] = 0.0
     Y = torch.from_numpy(np.asarray(targets, np.float64))
-    # torch, not numpy: its thread pool is the one the caller sized (numpy's BLAS can oversubscribe shared cores)
-    return torch.linalg.solve(Xt @ X + penalty, Xt @ Y).numpy()
+    # torch, not numpy: its thread pool is the one the caller sized (numpy's BLAS can oversubscribe shared cores).
+    # Cholesky, not linalg.solve: the system is symmetric positive definite, and batched LU solves with several
+    # threads can fail on MKL (pytorch/pytorch#142815).
+    return torch.cholesky_solve(Xt @ Y, torch.linalg.cholesky(Xt @ X + penalty)).numpy()
 
 
 def ridge_scores(weights: np.ndarray, features: np.ndarray) -> np.ndarray:
