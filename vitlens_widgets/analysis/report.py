@@ -54,12 +54,17 @@ def markdown_table(df: pd.DataFrame, floats: str = "{:.3f}", n_permutations: int
     header = "| " + " | ".join(str(c) for c in df.columns) + " |"
     lines = [header, "|" + "---|" * len(df.columns)]
     for row in df.to_dict("records"):
-        cells = [
-            (format_p(v, n_permutations) if _is_p(k) else floats.format(v)) if isinstance(v, float) else str(v)
-            for k, v in row.items()
-        ]
+        cells = [_cell(k, v, floats, n_permutations) for k, v in row.items()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(column: object, value: object, floats: str, n_permutations: int) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    if np.isnan(value):
+        return "–"
+    return format_p(value, n_permutations) if _is_p(column) else floats.format(value)
 
 
 def _is_p(column: object) -> bool:
