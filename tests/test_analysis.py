@@ -158,14 +158,30 @@ def test_report_runs_end_to_end_and_states_each_finding():
     from vitlens_widgets.demo.model import build_demo_model
 
     torch.manual_seed(0)
-    report = build_report(vl.Lens(build_demo_model(depth=2).eval()), n_images=12, permutations=50)
+    report = build_report(vl.Lens(build_demo_model(depth=2).eval()), n_images=12, permutations=50, probe_images=10)
     for finding in (
         "rises with depth",
-        "object tokens are more identifiable",
+        "random-init copy",
+        "object tokens more identifiable than context tokens",
+        "removing the context tokens",
+        "removing the object tokens",
+        "attention raises the true class in more object than context tokens",
+        "block to block",
         "self-only attention",
+        "no attention from image tokens to [CLS]",
         "class-value agreement",
+        "key-value agreement (MLP)",
+        "key-value agreement (attention)",
+        "misclassified",
+        "probe order",
+        "Deviations from the authors' code",
+        "by construction",
     ):
         assert finding in report
+    summary = report[report.index("## Every finding") : report.index("## What the demo data")]
+    rows = [line for line in summary.splitlines() if line.startswith("| ") and line.split(" | ")[0][2:].isdigit()]
+    verdicts = ("reproduces", "partly", "does not reproduce", "cannot be tested on this data")
+    assert len(rows) == 19 and all(any(v in row.split(" | ")[-1] for v in verdicts) for row in rows)
     assert "| layer | cls | context | image | object |" in report
 
 

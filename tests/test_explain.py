@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -173,3 +174,33 @@ def test_diagnosis_variants_block_statistics_and_report():
     assert 0 < summed["object_share"] < 1
     text = diagnosis_markdown(summary, per_image, curves, blocks, summed)
     assert "| softmax_first | yes |" in text and "Verdict" in text
+
+
+def test_attention_control_is_cls_attention_summed_over_heads_and_blocks():
+    from vitlens_widgets.explain.control import control_markdown, gradient_adds, paired_auc_gap
+    from vitlens_widgets.explain.diagnose import variant_maps
+
+    lens = vl.Lens.demo()
+    data = vl.data.shapes(1, seed=2)
+    maps = variant_maps(lens, data.images[0], int(data.labels[0]))
+    trace = lens.trace(data.images[0])
+    expected = np.zeros(lens.tokens.n_patches)
+    for index in range(lens.depth):  # [CLS]'s softmax attention row, computed from the block's own q and k
+        with torch.inference_mode():
+            q, k, _ = lens.adapter.attention_qkv(index, trace.hidden["resid"][index][None])
+            weights = ((q * lens.adapter.attention_scale(index)) @ k.transpose(-2, -1)).softmax(-1)
+        expected += weights[0, :, 0, 1:].sum(0).numpy()
+    np.testing.assert_allclose(maps["attention"], expected, rtol=1e-5)
+
+    per_image = {
+        "class_space": np.array([[[1, 0]], [[1, 1]]], bool).repeat(2, 1),
+        "attention": np.array([[[1, 1]], [[1, 1]]], bool).repeat(2, 1),
+        "attention_x_gradient": np.array([[[1, 1]], [[1, 1]]], bool).repeat(2, 1),
+        "random": np.zeros((2, 2, 2), bool),
+    }
+    assert paired_auc_gap(per_image, "attention", "class_space")["negative"][0] == pytest.approx(0.25)
+    assert gradient_adds(per_image) == {"negative": False, "positive": False}
+    summary = pd.DataFrame(
+        {"method": list(per_image), "auc_negative": 0.5, "auc_positive": 0.5, "pointing_game": 0.5, "iou": 0.5}
+    )
+    assert "adds nothing measurable" in control_markdown(per_image, summary)

@@ -55,8 +55,8 @@ def test_explorer_opens_on_a_loaded_gallery(saved, monkeypatch):
     gallery = lens.load_traces(saved[0])
     monkeypatch.setattr(lens, "_run", lambda *a, **k: pytest.fail("the explorer ran the model"))
     explorer = vl.explore(lens, gallery)
-    explorer.view.image_index = 2
-    assert explorer.view.trace is lens.trace(gallery[2])
+    explorer.image_index = 2
+    assert explorer.trace is lens.trace(gallery[2])
 
 
 def test_traces_of_another_model_are_refused(saved, tmp_path):

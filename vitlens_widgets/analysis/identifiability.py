@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..data.shapes import patch_fraction
 from ..engine.lens import Lens
 from ..engine.trace import TraceBatch, check_site, identifiability_from_rank, layer_numbers
+from .models import over_models
 from .runner import Batch, Job, Ray, labelled_count, local_batches, run
 
 
@@ -169,6 +170,7 @@ def _per_image_from_columns(lens: Lens, columns: dict[str, np.ndarray], site: st
     return result
 
 
+@over_models
 def identifiability_by_block(
     lens: Lens,
     data: Any,
@@ -225,6 +227,7 @@ def by_block_frame(per_image: PerImage, site: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["layer", "tokens"], ignore_index=True)
 
 
+@over_models
 def object_context_test(
     lens: Lens,
     data: Any,

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..engine.lens import Lens
 from .identifiability import token_groups
+from .models import over_models
 from .runner import Batch, Job, Ray, run
 
 KINDS = ("mlp", "attn")
@@ -131,6 +132,7 @@ def random_init_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     return clone.eval()
 
 
+@over_models
 def class_value_agreement(
     lens: Lens, kind: str = "mlp", random_model: nn.Module | None = None, seed: int = 0
 ) -> pd.DataFrame:
@@ -194,6 +196,7 @@ class KeyCapture:
             handle.remove()
 
 
+@over_models
 def key_value_agreement(
     lens: Lens,
     data: Any,

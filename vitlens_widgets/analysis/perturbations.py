@@ -12,6 +12,7 @@ import pandas as pd
 from ..engine.lens import Lens
 from ..engine.trace import layer_numbers
 from .identifiability import token_groups
+from .models import over_models
 from .runner import Batch, Job, Ray, run
 
 DROP_GROUPS = ("object", "context")
@@ -24,6 +25,7 @@ DEFAULT_PERTURBATIONS: dict[str, dict[str, Any]] = {
 }
 
 
+@over_models
 def perturbation_effects(
     lens: Lens,
     data: Any,

@@ -2,7 +2,10 @@
 
 A probe is a ridge regression from one token's hidden state at one layer to a
 ±1 coding of the classes (prediction: the highest score), fitted per layer and
-per token position, as in the paper. The projection needs no training: it is the
+per token position, as in the paper. Accuracy counts a hit only when the true
+class scores strictly highest: a tie for first is a miss, for probes and the
+projection alike. Identifiability keeps the engine's rank (ties share the
+better rank). The projection needs no training: it is the
 model's own norm and head. Both are scored on the same held-out tokens.
 """
 
@@ -13,24 +16,35 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..engine.lens import Lens
 from ..engine.trace import rank_of
+from .models import over_models
 from .runner import iter_labelled
 
 
 def ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """Weights ``[D + 1, C]`` (last row: bias, not penalised) of ridge regression in closed form.
 
+    ``features`` may carry leading batch axes (``[..., n, D]``, one fit per
+    leading index, solved in one call); the weights then are ``[..., D + 1, C]``.
+
     Example:
         >>> features, targets = np.random.default_rng(0).normal(size=(50, 8)), np.eye(3)[np.arange(50) % 3]
         >>> weights = ridge_fit(features, targets, alpha=1.0)  # [9, 3]
         >>> scores = features @ weights[:-1] + weights[-1]
     """
-    X = np.hstack([features, np.ones((len(features), 1), features.dtype)]).astype(np.float64)
-    penalty = alpha * np.eye(X.shape[1])
+    X = torch.from_numpy(np.asarray(features, np.float64))
+    X = torch.cat([X, torch.ones((*X.shape[:-1], 1), dtype=X.dtype)], dim=-1)
+    Xt = X.transpose(-1, -2)
+    penalty = alpha * torch.eye(X.shape[-1], dtype=X.dtype)
     penalty[-1, -1] = 0.0
-    return np.linalg.solve(X.T @ X + penalty, X.T @ targets.astype(np.float64))
+    Y = torch.from_numpy(np.asarray(targets, np.float64))
+    # torch, not numpy: its thread pool is the one the caller sized (numpy's BLAS can oversubscribe shared cores).
+    # Cholesky, not linalg.solve: the system is symmetric positive definite, and batched LU solves with several
+    # threads can fail on MKL (pytorch/pytorch#142815).
+    return torch.cholesky_solve(Xt @ Y, torch.linalg.cholesky(Xt @ X + penalty)).numpy()
 
 
 def ridge_scores(weights: np.ndarray, features: np.ndarray) -> np.ndarray:
@@ -45,6 +59,7 @@ def _hidden_and_logits(lens: Lens, data: Any, site: str) -> tuple[np.ndarray, np
     return hidden, batch.logits(site), np.array([item[1] for item in items])
 
 
+@over_models
 def probe_vs_projection(
     lens: Lens,
     train: Any,
@@ -77,36 +92,45 @@ def probe_vs_projection(
     for layer_row in range(test_hidden.shape[1]):
         layer = layer_row if site == "resid" else layer_row + 1
         for kind, positions in kinds.items():
-            ranks = rank_of(test_logits[:, layer_row, positions], test_labels)
-            rows.append(_row(layer, kind, "projection", 0, ranks, n_classes))
+            rows.append(_row(layer, kind, "projection", 0, test_logits[:, layer_row, positions], test_labels))
             for size in sizes:
                 targets = -np.ones((size, n_classes))
                 targets[np.arange(size), train_labels[:size]] = 1.0
-                probe_ranks = np.stack(
+                scores = np.stack(
                     [
-                        rank_of(
-                            ridge_scores(
-                                ridge_fit(train_hidden[:size, layer_row, t], targets, alpha),
-                                test_hidden[:, layer_row, t],
-                            ),
-                            test_labels,
+                        ridge_scores(
+                            ridge_fit(train_hidden[:size, layer_row, t], targets, alpha), test_hidden[:, layer_row, t]
                         )
                         for t in positions
                     ],
                     axis=1,
                 )
-                rows.append(_row(layer, kind, "probe", size, probe_ranks, n_classes))
+                rows.append(_row(layer, kind, "probe", size, scores, test_labels))
     return pd.DataFrame(rows)
 
 
-def _row(layer: int, kind: str, method: str, size: int, ranks: np.ndarray, n_classes: int) -> dict:
+def strict_hits(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """bool ``[n, ...]``: the true class scores strictly above every other class (a tie for first is a miss).
+
+    ``scores`` is ``[n, ..., C]``, ``labels`` ``[n]``. Plain ``argmax`` would break
+    ties by class index, which credits whichever class comes first; a constant
+    probe (e.g. at layer 0, where the [CLS] input is the same for every image)
+    would otherwise score the shares of its tied classes.
+    """
+    index = labels.reshape(labels.shape + (1,) * (scores.ndim - labels.ndim))
+    target = np.take_along_axis(scores, index, axis=-1)
+    return np.count_nonzero(scores >= target, axis=-1) == 1
+
+
+def _row(layer: int, kind: str, method: str, size: int, scores: np.ndarray, labels: np.ndarray) -> dict:
+    ranks = rank_of(scores, labels)
     return {
         "layer": layer,
         "tokens": kind,
         "method": method,
         "train_images": size,
-        "accuracy": float((ranks == 0).mean()),
-        "identifiability": float((1.0 - ranks / n_classes).mean()),
+        "accuracy": float(strict_hits(scores, labels).mean()),
+        "identifiability": float((1.0 - ranks / scores.shape[-1]).mean()),
     }
 
 
@@ -159,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
         "# Linear probes vs class-space projection (demo model)\n",
         f"Regenerate with `python -m vitlens_widgets.analysis.probes` (ridge, alpha 1, one probe per layer and token "
         f"position, trained on the first n of {max(args.train_sizes)} fresh images (data seed {train_seed}), tested on "
-        f"{args.test_images} held-out images (seed {TEST_SEED})). Top-1 accuracy of the true class:\n",
+        f"{args.test_images} held-out images (seed {TEST_SEED})). Top-1 accuracy of the true class; a tie for first "
+        "counts as a miss. At layer 0 the [CLS] input is the same for every image, so a [CLS] probe there is constant: "
+        "it scores the test share of the class it ranks first, or 0 when classes tie for first.\n",
     ]
     for kind in ("cls", "image"):
         wide = df[df.tokens == kind].pivot_table(index="layer", columns=["method", "train_images"], values="accuracy")

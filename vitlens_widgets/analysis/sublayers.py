@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..engine.lens import Lens
 from .identifiability import batch_token_groups, masked_token_mean
+from .models import over_models
 from .runner import Batch, Job, Ray, run
 
 MEASURES = (
@@ -21,6 +22,7 @@ MEASURES = (
 )
 
 
+@over_models
 def sublayer_contributions(
     lens: Lens, data: Any, batch_size: int = 64, progress: bool = True, executor: str | Ray = "local"
 ) -> pd.DataFrame:

@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0, help="torch seed (init, batches, augmentation)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--depth", type=int, default=ARCHITECTURE["depth"], help="number of blocks")
+    p.add_argument("--width", type=int, default=ARCHITECTURE["embed_dim"], help="embedding width")
+    p.add_argument("--heads", type=int, default=ARCHITECTURE["num_heads"], help="attention heads per block")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast")
     p.add_argument("--out", type=Path, default=Path("demo_vit.safetensors"))
     p.add_argument("--log", type=Path, default=None, help="JSON-lines learning curve (default: next to --out)")
@@ -95,7 +98,8 @@ def train(args: argparse.Namespace) -> dict:
     val_images, val_labels = torch.from_numpy(val_set.images), torch.from_numpy(val_set.labels)
     print(f"generated {len(labels)} training images in {time.perf_counter() - started:.1f}s", flush=True)
 
-    model = build_demo_model()
+    architecture = {**ARCHITECTURE, "depth": args.depth, "embed_dim": args.width, "num_heads": args.heads}
+    model = build_demo_model(**architecture)
     optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr)
     log_path = args.log or args.out.with_suffix(".log.jsonl")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,15 +137,21 @@ def train(args: argparse.Namespace) -> dict:
             print(json.dumps(record), flush=True)
             running_loss, running_correct, seen = 0.0, 0, 0
     log.close()
-    save_weights(model, args.out, meta={"recipe": json.dumps({k: str(v) for k, v in vars(args).items()})})
+    save_weights(model, args.out, architecture, meta={"recipe": json.dumps({k: str(v) for k, v in vars(args).items()})})
     return record
 
 
-def save_weights(model: torch.nn.Module, path: Path, meta: dict[str, str] | None = None) -> None:
+def save_weights(
+    model: torch.nn.Module, path: Path, architecture: dict | None = None, meta: dict[str, str] | None = None
+) -> None:
     """Store the state dict as float16 safetensors with the architecture in the header."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    metadata = {"architecture": json.dumps(ARCHITECTURE), "class_names": json.dumps(list(CLASS_NAMES)), **(meta or {})}
+    metadata = {
+        "architecture": json.dumps(architecture or ARCHITECTURE),
+        "class_names": json.dumps(list(CLASS_NAMES)),
+        **(meta or {}),
+    }
     save_file(tensors, str(path), metadata=metadata)
 
 

@@ -24,6 +24,7 @@ VARIANTS: dict[str, str] = {
     "positive_part": "each block's map clamped at 0, then summed",
     "no_final_norm": "diagnostic: the block update read out by the head alone, without the final LayerNorm",
     "attention_x_gradient": "diagnostic: each head's [CLS] attention times minus its gradient (not the paper's map)",
+    "attention": "control: [CLS]'s raw attention to each patch, summed over heads and blocks (no gradient)",
 }
 FAITHFUL = ("class_space", "softmax_first", "block_normalised")
 BOTTOM_FRACTION = 0.2
@@ -43,6 +44,7 @@ def variant_maps(lens: Lens, image: np.ndarray, cls: int) -> dict[str, np.ndarra
         "positive_part": np.clip(per_block, 0, None).sum(0),
         "no_final_norm": -grad_head.sum((0, 1)),
         "attention_x_gradient": (attention * -grad).sum((0, 1)),
+        "attention": attention.sum((0, 1)),
     }
 
 

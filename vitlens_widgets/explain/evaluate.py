@@ -206,6 +206,7 @@ def score_frames(
 def main(argv: list[str] | None = None) -> None:
     from ..analysis.report import markdown_table, publish
     from ..demo.train import TEST_SEED
+    from .control import control_markdown
     from .diagnose import VARIANTS, block_statistics, diagnosis_markdown, variant_maps
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
             markdown_table(wide),
             "",
             diagnosis_markdown(summary, per_image, curves, blocks, summed),
+            control_markdown(per_image, summary),
         ]
     )
     publish(text, args.out)

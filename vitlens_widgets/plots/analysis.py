@@ -13,17 +13,18 @@ MEASURE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c56
 
 def _lines_figure(
     x: Sequence[float],
-    series: list[tuple[str, str, Sequence[float]]],
+    series: list[tuple],
     x_label: str,
     y_label: str,
     title: str,
     y_range: tuple[float, float] | None = (0.0, 1.0),
+    x_format: str = "d",
 ) -> bq.Figure:
     x_scale = bq.LinearScale()
     y_scale = bq.LinearScale(min=y_range[0], max=y_range[1]) if y_range else bq.LinearScale()
     marks = [
         bq.Lines(
-            x=list(x),
+            x=list(x_values) if x_values is not None else list(x),
             y=list(y),
             scales={"x": x_scale, "y": y_scale},
             colors=[colour],
@@ -32,10 +33,11 @@ def _lines_figure(
             marker="circle",
             marker_size=24,
         )
-        for label, colour, y in series
+        for label, colour, y, *rest in series
+        for x_values in [rest[0] if rest else None]
     ]
     axes = [
-        bq.Axis(scale=x_scale, label=x_label, tick_format="d", tick_values=list(x)),
+        bq.Axis(scale=x_scale, label=x_label, tick_format=x_format, tick_values=list(x)),
         bq.Axis(scale=y_scale, orientation="vertical", label=y_label, tick_format=".2f"),
     ]
     return bq.Figure(marks=marks, axes=axes, title=title, legend_location="top-left", layout={"height": "320px"})
@@ -110,3 +112,116 @@ def memory_agreement_figure(df: pd.DataFrame) -> bq.Figure:
         series.append((f"{kind} (trained)", colour, rows.trained.tolist()))
         series.append((f"{kind} (random init)", "#bbbbbb" if i == 0 else "#888888", rows.random.tolist()))
     return _lines_figure(blocks, series, "block", "best cosine per class (mean)", "class-value agreement")
+
+
+def _colour(i: int) -> str:
+    return MEASURE_COLOURS[i % len(MEASURE_COLOURS)]
+
+
+def random_init_figure(df: pd.DataFrame, value: str = "identifiability") -> bq.Figure:
+    """Trained vs random-init copy across layers, for [CLS] and image tokens (``value``: or ``top1_rate``).
+
+    ``df`` comes from :func:`vitlens_widgets.analysis.identifiability_vs_random`.
+
+    Example:
+        >>> random_init_figure(vl.analysis.identifiability_vs_random(lens, vl.data.shapes(200, seed=2)))
+    """
+    layers = sorted(df.layer.unique())
+    series = []
+    for group in ("cls", "image"):
+        rows = df[df.tokens == group].set_index("layer").reindex(layers)
+        series.append((f"{group} (trained)", GROUP_COLOURS[group], rows[value].tolist()))
+        series.append(
+            (f"{group} (random init)", "#bbbbbb" if group == "cls" else "#888888", rows[f"random_{value}"].tolist())
+        )
+    return _lines_figure(layers, series, "layer", value, f"{value}: trained vs random init")
+
+
+def location_gain_figure(df: pd.DataFrame) -> bq.Figure:
+    """Share of object vs context tokens whose sublayer update raises the true class, per block.
+
+    ``df`` comes from :func:`vitlens_widgets.analysis.sublayer_gain_by_location` (one or both kinds).
+
+    Example:
+        >>> location_gain_figure(vl.analysis.sublayer_gain_by_location(lens, vl.data.shapes(200, seed=2)))
+    """
+    blocks = sorted(df.block.unique())
+    series = []
+    for kind, part in df.groupby("kind", sort=False):
+        rows = part.set_index("block").reindex(blocks)
+        for group in ("object", "context"):
+            series.append((f"{kind}: {group}", GROUP_COLOURS[group], rows[group].tolist()))
+    return _lines_figure(blocks, series, "block", "share of tokens gaining", "sublayer gain rate, object vs context")
+
+
+def context_removal_figure(df: pd.DataFrame) -> bq.Figure:
+    """Top-1 rate of the remaining tokens across layers, with and without the removal, per removal.
+
+    ``df`` comes from :func:`vitlens_widgets.analysis.context_removal`.
+
+    Example:
+        >>> context_removal_figure(vl.analysis.context_removal(lens, vl.data.shapes(200, seed=2)))
+    """
+    layers = sorted(df.layer.unique())
+    series = []
+    for removed, part in df.groupby("removed", sort=False):
+        rows = part.set_index("layer").reindex(layers)
+        kept = rows.kept.iloc[0]
+        series.append((f"{kept}, {removed} removed", GROUP_COLOURS[kept], rows.top1_rate.tolist()))
+        series.append(
+            (f"{kept}, unperturbed", "#888888" if kept == "object" else "#bbbbbb", rows.baseline_top1_rate.tolist())
+        )
+    return _lines_figure(layers, series, "layer", "top-1 rate of the remaining tokens", "context removal")
+
+
+def removal_curves_figure(curves: pd.DataFrame, direction: str = "negative") -> bq.Figure:
+    """Accuracy as image tokens are removed, one line per method (perturbation curves, not only their AUC).
+
+    ``curves`` comes from :func:`vitlens_widgets.analysis.probe_ranked_removal` or
+    :func:`vitlens_widgets.explain.evaluate.evaluate_relevance` (columns ``method, direction, fraction, accuracy``).
+
+    Example:
+        >>> curves, _ = vl.analysis.probe_ranked_removal(lens, vl.data.shapes(100, seed=5), vl.data.shapes(100, seed=2))
+        >>> removal_curves_figure(curves, "positive")
+    """
+    rows = curves[curves.direction == direction]
+    if rows.empty:
+        raise ValueError(f"no {direction!r} curves; available: {sorted(set(curves.direction))}")
+    fractions = sorted(rows.fraction.unique())
+    series = [
+        (name, _colour(i), part.set_index("fraction").reindex(fractions).accuracy.tolist())
+        for i, (name, part) in enumerate(rows.groupby("method", sort=False))
+    ]
+    order = "least" if direction == "negative" else "most"
+    return _lines_figure(
+        fractions,
+        series,
+        f"fraction of image tokens removed ({order} relevant first)",
+        "accuracy",
+        f"{direction} perturbation",
+        x_format=".1f",
+    )
+
+
+def model_comparison_figure(df: pd.DataFrame, tokens: str = "image", value: str = "identifiability") -> bq.Figure:
+    """One line per model across normalised depth (layer / blocks), for models of different depths side by side.
+
+    ``df`` is a several-models result of :func:`vitlens_widgets.analysis.identifiability_by_block`
+    (it has a ``model`` column).
+
+    Example:
+        >>> df = vl.analysis.identifiability_by_block({"demo": lens, "random": vl.analysis.random_init_lens(lens)}, data)
+        >>> model_comparison_figure(df, tokens="cls")
+    """
+    if "model" not in df:
+        raise ValueError("df has no model column: pass a dict or list of lenses to the analysis")
+    rows = df[df.tokens == tokens]
+    series = []
+    for i, (name, part) in enumerate(rows.groupby("model", sort=False)):
+        part = part.sort_values("layer")
+        depth = part.layer.max()
+        series.append((str(name), _colour(i), part[value].tolist(), (part.layer / depth).tolist()))
+    ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
+    return _lines_figure(
+        ticks, series, "layer / blocks", value, f"{value} of the true class ({tokens} tokens)", x_format=".2f"
+    )
