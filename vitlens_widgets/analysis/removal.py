@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from ..engine.lens import Lens
 from ..engine.trace import identifiability_from_rank, layer_numbers, rank_of
-from .identifiability import batch_token_groups, iter_labelled, labelled_count, paired_sign_flip_test
+from .identifiability import batch_token_groups, paired_sign_flip_test
 from .models import over_models
+from .runner import iter_labelled, labelled_count
 
 
 def prepared_batch(lens: Lens, images: list[Any]) -> torch.Tensor:
