@@ -291,6 +291,9 @@ def residual_match_formulas(lens: Lens, data: Any, batch_size: int = 64, progres
       input, as in the authors' code.
 
     Returns columns ``block, none, none_authors, mlp_gain, mlp_gain_authors, images``.
+
+    Example:
+        >>> residual_match_formulas(vl.Lens.demo(), vl.data.shapes(200, seed=2))[["block", "none", "none_authors"]]
     """
 
     def measure(traces, labels, masks):
