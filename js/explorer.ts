@@ -40,6 +40,12 @@ import { type Line, TrajectoryChart } from "./trajectories";
 
 /** Traits the kernel does not act on: set at once in the view, told to the kernel once the user pauses. */
 const VIEW_ONLY = new Set<keyof Traits>(["layer", "highlight", "selected"]);
+/**
+ * Traits the kernel needs no sooner than the numbers they show: told to it once the view's request
+ * for those numbers is answered, so that the kernel's handling of the change (validation, echo,
+ * busy/idle messages) never stands between the request and its reply.
+ */
+const AFTER_ANSWER = new Set<keyof Traits>(["cls", "site", "metric"]);
 const TRAITS: (keyof Traits)[] = [
   "specs",
   "class_names",
@@ -170,7 +176,15 @@ export class ExplorerApp implements Actions {
     if (name === "site") this.clampLayer();
     if (VIEW_ONLY.has(name)) return this.syncSoon();
     clearTimeout(this.syncTimer);
-    this.model.save_changes(); // sends the view-only changes waiting for a pause too
+    if (AFTER_ANSWER.has(name)) return this.syncAfterAnswer();
+    this.model.save_changes(); // sends the changes waiting for a pause or an answer too
+  }
+
+  /** Sync once the request the redraw makes (a microtask from now) is answered; at once when none is needed. */
+  private syncAfterAnswer(): void {
+    queueMicrotask(() => {
+      this.store.answered().then(() => this.model.save_changes());
+    });
   }
 
   /** The old name of set(), kept for tests and benchmarks. */

@@ -46,6 +46,9 @@ export class SliceStore {
   private inFlight = false; // a user request is out
   private pending: Batch | null = null; // the latest one waiting for it
   private prefetchTimer: ReturnType<typeof setTimeout> | undefined;
+  private tableTimer: ReturnType<typeof setTimeout> | undefined;
+  private resumeTable: (() => void) | null = null; // the next logits chunk, waiting for a user request
+  private whenAnswered: (() => void)[] = [];
   /** Latencies (ms) of answered slice requests, for benchmarks. */
   readonly latencies: number[] = [];
 
@@ -71,11 +74,18 @@ export class SliceStore {
     return this.cache.has(sliceKey(q)) || (!q.base && this.tables.has(tableKey(q.image, q.site)));
   }
 
+  /** Resolves once no user request is in flight or waiting (at once when none is). */
+  answered(): Promise<void> {
+    if (!this.inFlight) return Promise.resolve();
+    return new Promise((resolve) => this.whenAnswered.push(resolve));
+  }
+
   /** Ask for the slices of `classes` not held yet; coalesced so that scrubbing never queues stale work. */
   request(q: Omit<SliceQuery, "cls">, classes: number[]): void {
     const missing = classes.filter((cls) => !this.has({ ...q, cls }));
     if (missing.length === 0) return;
     this.cancelPrefetch(); // the user is active: speculative work waits for a pause
+    this.postponeTable();
     const batch = { ...q, base: !!q.base, classes: missing };
     if (this.inFlight) this.pending = batch;
     else this.send(batch, true);
@@ -116,7 +126,11 @@ export class SliceStore {
         this.inFlight = false;
         const next = this.pending;
         this.pending = null;
-        if (next) this.send(next, true);
+        if (next) return this.send(next, true);
+        this.whenAnswered.splice(0).forEach((resolve) => resolve());
+        const resume = this.resumeTable;
+        this.resumeTable = null;
+        resume?.();
       });
   }
 
@@ -133,13 +147,27 @@ export class SliceStore {
     });
   }
 
-  /** Fetch every class logit of a site, `rowsPerMessage` rows at a time, between user requests. */
+  /**
+   * Fetch every class logit of a site, `rowsPerMessage` rows at a time, once user requests pause for
+   * SETTLE_MS; a user request that comes meanwhile goes first, and the next chunk waits for its answer.
+   */
   requestTable(image: number, site: string, rows: number, rowsPerMessage: number): void {
     const key = tableKey(image, site);
     if (this.tablesUnavailable || this.tables.has(key) || this.filling) return;
     if (!this.source.serves.has("logits")) return;
-    this.filling = { key, table: emptyTable(0, 0, 0) };
-    this.fetchChunk(key, image, site, 0, rows, rowsPerMessage, this.version);
+    clearTimeout(this.tableTimer);
+    this.tableTimer = setTimeout(() => {
+      this.tableTimer = undefined;
+      if (this.filling || this.tables.has(key)) return;
+      this.filling = { key, table: emptyTable(0, 0, 0) };
+      this.fetchChunk(key, image, site, 0, rows, rowsPerMessage, this.version);
+    }, SETTLE_MS);
+  }
+
+  /** A user request came: a table not started yet waits for the next pause. */
+  private postponeTable(): void {
+    clearTimeout(this.tableTimer);
+    this.tableTimer = undefined;
   }
 
   private fetchChunk(
@@ -162,7 +190,9 @@ export class SliceStore {
         const logits = new Float32Array(toArrayBuffer(buffers[0]));
         const logPartition = new Float32Array(toArrayBuffer(buffers[1]));
         if (!fillRows(this.filling.table, start, logits, logPartition)) {
-          this.fetchChunk(key, image, site, stop, rows, step, version);
+          const next = () => this.fetchChunk(key, image, site, stop, rows, step, version);
+          if (this.inFlight) this.resumeTable = next;
+          else next();
           return;
         }
         this.keepTable(key, this.filling.table);
@@ -190,6 +220,7 @@ export class SliceStore {
   /** Forget every slice and logits table (benchmarks use it to force kernel round trips). */
   clear(): void {
     this.cancelPrefetch();
+    this.postponeTable();
     this.cache.clear();
     this.tables.clear();
   }
@@ -207,6 +238,7 @@ export class SliceStore {
     for (const key of [...this.cache.keys()]) if (!key.includes("|base|")) this.cache.delete(key);
     this.tables.clear();
     this.filling = null;
+    this.resumeTable = null;
     this.pending = null;
   }
 }

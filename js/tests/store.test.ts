@@ -107,62 +107,81 @@ test("prefetches wait for a pause and never delay a user request", async () => {
   }
 });
 
-test("the logits table comes in row chunks, then serves every class without asking", async () => {
-  const source = new ManualSource();
-  let data = 0;
-  const store = new SliceStore(
-    source,
-    () => data++,
-    () => {},
-  );
-  store.requestTable(0, "mlp", 3, 2);
-  store.requestTable(0, "mlp", 3, 2);
-  assert.equal(source.asked.length, 1);
-  assert.deepEqual(source.asked[0].request, { kind: "logits", site: "mlp", start: 0, stop: 2 });
-  const chunk = (start: number, stop: number) => {
-    const rows = stop - start;
-    const logits = new Float32Array(rows * 2 * 4).map((_, i) => (start * 8 + i) % 5);
-    const reply = {
-      kind: "logits",
-      id: 0,
-      image: 0,
-      version: 0,
-      site: "mlp",
-      start,
-      stop,
-      rows: 3,
-      tokens: 2,
-      classes: 4,
+test("the logits table comes in row chunks once the user pauses, a user request going first", async () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    const source = new ManualSource();
+    let data = 0;
+    const store = new SliceStore(
+      source,
+      () => data++,
+      () => {},
+    );
+    store.requestTable(0, "mlp", 3, 2);
+    store.requestTable(0, "mlp", 3, 2);
+    assert.equal(source.asked.length, 0); // waits for a pause
+    mock.timers.tick(1000);
+    assert.equal(source.asked.length, 1);
+    assert.deepEqual(source.asked[0].request, { kind: "logits", site: "mlp", start: 0, stop: 2 });
+    const chunk = (start: number, stop: number) => {
+      const rows = stop - start;
+      const logits = new Float32Array(rows * 2 * 4).map((_, i) => (start * 8 + i) % 5);
+      const reply = {
+        kind: "logits",
+        id: 0,
+        image: 0,
+        version: 0,
+        site: "mlp",
+        start,
+        stop,
+        rows: 3,
+        tokens: 2,
+        classes: 4,
+      };
+      return [reply, [logits.buffer, new Float32Array(rows * 2).buffer]] as [any, Buffers];
     };
-    return [reply, [logits.buffer, new Float32Array(rows * 2).buffer]] as [any, Buffers];
-  };
-  store.request({ image: 0, site: "mlp", metric: "logit" }, [1]); // a user request goes between chunks
-  assert.equal(source.asked.length, 2);
-  source.asked[0].resolve(chunk(0, 2));
-  await new Promise((r) => setImmediate(r));
-  assert.deepEqual(source.asked[2].request, { kind: "logits", site: "mlp", start: 2, stop: 3 });
-  assert.equal(store.hasTable(0, "mlp"), false);
-  source.asked[2].resolve(chunk(2, 3));
-  await new Promise((r) => setImmediate(r));
-  assert.equal(store.hasTable(0, "mlp"), true);
-  assert.deepEqual(
-    Array.from(store.get({ image: 0, site: "mlp", metric: "logit", cls: 2 })!),
-    [2, 1, 0, 4, 3, 2],
-  );
-  store.setVersion(3);
-  assert.equal(store.hasTable(0, "mlp"), false);
+    store.request({ image: 0, site: "mlp", metric: "logit" }, [1]); // a user request goes out at once
+    assert.equal(source.asked.length, 2);
+    source.asked[0].resolve(chunk(0, 2));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(source.asked.length, 2); // the next chunk waits for the user's answer
+    let answered = false;
+    store.answered().then(() => (answered = true));
+    await source.answer(1);
+    assert.ok(answered);
+    assert.deepEqual(source.asked[2].request, { kind: "logits", site: "mlp", start: 2, stop: 3 });
+    assert.equal(store.hasTable(0, "mlp"), false);
+    source.asked[2].resolve(chunk(2, 3));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(store.hasTable(0, "mlp"), true);
+    assert.deepEqual(
+      Array.from(store.get({ image: 0, site: "mlp", metric: "logit", cls: 2 })!),
+      [2, 1, 0, 4, 3, 2],
+    );
+    store.setVersion(3);
+    assert.equal(store.hasTable(0, "mlp"), false);
+  } finally {
+    mock.timers.reset();
+  }
 });
 
 test("a declined table falls back to per-class requests, silently", async () => {
-  const source = new ManualSource();
-  const errors: string[] = [];
-  const store = quietStore(source, errors);
-  store.requestTable(0, "resid", 7, 1);
-  source.asked[0].reject(new SourceError("too large"));
-  await new Promise((r) => setImmediate(r));
-  store.requestTable(0, "attn", 6, 1);
-  assert.equal(source.asked.length, 1);
-  assert.deepEqual(errors, []);
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    const source = new ManualSource();
+    const errors: string[] = [];
+    const store = quietStore(source, errors);
+    store.requestTable(0, "resid", 7, 1);
+    mock.timers.tick(1000);
+    source.asked[0].reject(new SourceError("too large"));
+    await new Promise((r) => setImmediate(r));
+    store.requestTable(0, "attn", 6, 1);
+    mock.timers.tick(1000);
+    assert.equal(source.asked.length, 1);
+    assert.deepEqual(errors, []);
+  } finally {
+    mock.timers.reset();
+  }
 });
 
 test("class matching ranks exact, prefix, substring, then in-order matches", () => {
