@@ -330,11 +330,12 @@ class Explorer(anywidget.AnyWidget):
         """
         from IPython.display import HTML, display
 
+        caption = describe(self.trace, self.cls, self.site, self.metric, self.layer)
+        snapshot = HTML(snapshot_html(self.snapshot(), caption))  # drawn first: once the view shows, the kernel is free
         bundle = self._repr_mimebundle_()
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
         display(data, metadata=metadata, raw=True)
-        caption = describe(self.trace, self.cls, self.site, self.metric, self.layer)
-        display(HTML(snapshot_html(self.snapshot(), caption)))
+        display(snapshot)
 
     def to_html(self, path: str | os.PathLike, max_classes: int | None = None) -> int:
         """Write a self-contained interactive page of this explorer's gallery (no kernel, no CDN); returns its size.
