@@ -201,7 +201,7 @@ class Explorer(anywidget.AnyWidget):
 
     @traitlets.validate("highlight")
     def _valid_highlight(self, proposal: dict) -> int:
-        if not -2 <= proposal["value"] < self.lens.tokens.n_tokens:
+        if not -1 <= proposal["value"] < self.lens.tokens.n_tokens:
             raise traitlets.TraitError("highlight must be a token index, or -1 for none")
         return proposal["value"]
 
