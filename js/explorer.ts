@@ -35,15 +35,16 @@ import {
 import { LINES, relevanceScale, scaleFor, tokenColour } from "./palette";
 import { type DataSource, Heartbeat, KernelSource } from "./source";
 import { SliceStore } from "./store";
-import { SETTLE_MS } from "./timing";
+import { HOLD_FRAME_MS, SETTLE_MS } from "./timing";
 import { type Line, TrajectoryChart } from "./trajectories";
 
 /** Traits the kernel does not act on: set at once in the view, told to the kernel once the user pauses. */
 const VIEW_ONLY = new Set<keyof Traits>(["layer", "highlight", "selected"]);
 /**
  * Traits the kernel needs no sooner than the numbers they show: told to it once the view's request
- * for those numbers is answered, so that the kernel's handling of the change (validation, echo,
- * busy/idle messages) never stands between the request and its reply.
+ * for those numbers is answered and the frame that shows them is painted, so that the kernel's
+ * handling of the change (validation, echo, busy/idle messages) never stands between the request
+ * and its reply, nor between the reply and its frame.
  */
 const AFTER_ANSWER = new Set<keyof Traits>(["cls", "site", "metric"]);
 const TRAITS: (keyof Traits)[] = [
@@ -96,6 +97,8 @@ export class ExplorerApp implements Actions {
   private scheduled = false;
   private syncTimer: ReturnType<typeof setTimeout> | undefined;
   private memoriesTimer: ReturnType<typeof setTimeout> | undefined;
+  private holdTimer: ReturnType<typeof setTimeout> | undefined;
+  private holding = ""; // the slice the frame on screen waits for
   private memoriesAsked = "";
   private top = { indices: new Int16Array(0), probs: new Float32Array(0), from: null as unknown };
   private cleanups: (() => void)[] = [];
@@ -141,6 +144,9 @@ export class ExplorerApp implements Actions {
   private build(): void {
     this.root.setAttribute("data-lm-suppress-shortcuts", "true"); // keys in here are ours, not JupyterLab's
     this.root.addEventListener("keydown", (e) => e.stopPropagation());
+    // The picker's value changes fire selectionchange; every code cell's editor in the notebook
+    // listens for it on the document and measures the page. They have nothing to do with ours.
+    this.root.addEventListener("selectionchange", (e) => e.stopPropagation());
     const controls = el("div", "vl-controls");
     controls.append(...this.panels.map((p) => p.root));
     const main = el("div", "vl-main");
@@ -180,10 +186,10 @@ export class ExplorerApp implements Actions {
     this.model.save_changes(); // sends the changes waiting for a pause or an answer too
   }
 
-  /** Sync once the request the redraw makes (a microtask from now) is answered; at once when none is needed. */
+  /** Sync once the request the redraw makes (a microtask from now) is answered and painted. */
   private syncAfterAnswer(): void {
     queueMicrotask(() => {
-      this.store.answered().then(() => this.model.save_changes());
+      this.store.answered().then(() => afterPaint(() => this.model.save_changes()));
     });
   }
 
@@ -255,13 +261,39 @@ export class ExplorerApp implements Actions {
     if (!frame) return;
     const q = this.query();
     const slice = this.store.get(q);
-    if (!slice) this.store.request(q, [q.cls]);
+    if (!slice) {
+      this.store.request(q, [q.cls]);
+      if (this.hold(q)) return;
+    } else this.release();
     this.root.classList.toggle("vl-loading", !slice);
     if (slice) this.paint(frame, slice);
     this.grid.setSelection(frame.selected, this.model.get("highlight"));
     this.grid.setRemoved(this.model.get("removed") ?? []);
     for (const panel of this.panels) panel.update(frame, this.model);
     this.askMemories(frame);
+  }
+
+  /**
+   * Whether to keep the frame on screen while the numbers for `q` are on their way: for
+   * HOLD_FRAME_MS after the change, and only once something has been painted.
+   */
+  private hold(q: { image: number; site: string; metric: string; cls: number }): boolean {
+    if (this.lastPaint.at === 0) return false;
+    const key = `${q.image}|${q.site}|${q.metric}|${q.cls}`;
+    if (this.holding === key) return this.holdTimer !== undefined;
+    this.release();
+    this.holding = key;
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined;
+      this.invalidate(); // still waiting: show the change, faded
+    }, HOLD_FRAME_MS);
+    return true;
+  }
+
+  private release(): void {
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    this.holding = "";
   }
 
   private frame(): Frame | null {
@@ -401,6 +433,7 @@ export class ExplorerApp implements Actions {
     this.heartbeat.stop();
     this.panels.forEach((p) => p.dispose?.());
     clearTimeout(this.memoriesTimer);
+    this.release();
     if (this.syncTimer !== undefined) {
       clearTimeout(this.syncTimer);
       this.model.save_changes(); // the kernel still learns the last state shown
@@ -454,6 +487,16 @@ export function trajectoryLines(slice: Float32Array, frame: Frame, base?: Float3
     });
   }
   return lines;
+}
+
+/** Run `fn` just after the next frame is painted, or after SETTLE_MS where no frame comes (a hidden tab). */
+function afterPaint(fn: () => void): void {
+  let done = false;
+  const once = () => {
+    if (!done) ((done = true), fn());
+  };
+  requestAnimationFrame(() => setTimeout(once, 0));
+  setTimeout(once, SETTLE_MS);
 }
 
 function finiteRange(lines: Line[]): [number, number] {

@@ -58,6 +58,28 @@ export function suppressShortcuts(node: HTMLElement): void {
   node.setAttribute("data-lm-suppress-shortcuts", "true");
 }
 
+/**
+ * DOM writes that only happen when the value differs. Panels redraw on every frame; a write of an
+ * unchanged text or attribute still costs a style and layout pass (and a repaint) in that frame.
+ */
+export function setText(node: Node, text: string): void {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+export function setAttr(node: Element, name: string, value: string): void {
+  if (node.getAttribute(name) !== value) node.setAttribute(name, value);
+}
+
+/** Replace `root`'s children with what `build` makes, only when `key` differs from the last one shown. */
+function keyedChildren(root: HTMLElement): (key: string, build: () => Node[]) => void {
+  let shown: string | null = null;
+  return (key, build) => {
+    if (key === shown) return;
+    shown = key;
+    root.replaceChildren(...build());
+  };
+}
+
 function field(caption: string, ...children: HTMLElement[]): HTMLDivElement {
   const box = el("div", "vl-field");
   box.append(el("span", "vl-caption", caption), ...children);
@@ -140,12 +162,12 @@ export function layerPanel(actions: Actions): Panel {
     update(frame) {
       site = frame.site;
       layer = frame.layer;
-      slider.min = String(site.layers[0]);
-      slider.max = String(site.layers[site.layers.length - 1]);
-      slider.value = String(layer);
+      setAttr(slider, "min", String(site.layers[0]));
+      setAttr(slider, "max", String(site.layers[site.layers.length - 1]));
+      if (slider.value !== String(layer)) slider.value = String(layer);
       const text = site.layer_labels[frame.row];
-      slider.setAttribute("aria-valuetext", text);
-      label.textContent = text;
+      setAttr(slider, "aria-valuetext", text);
+      setText(label, text);
     },
     dispose: stop,
   };
@@ -159,6 +181,7 @@ export function classPanel(actions: Actions, prefetch: (classes: number[]) => vo
   const root = el("div", "vl-class");
   root.append(field("Class", picker.root), chips);
   let names: string[] = [];
+  const showChips = keyedChildren(chips);
   return {
     root,
     update(frame) {
@@ -167,11 +190,11 @@ export function classPanel(actions: Actions, prefetch: (classes: number[]) => vo
       const { layout, selected, hovered } = frame;
       const fallback = layout.prefix.includes("cls") ? 0 : null;
       const token = hovered ?? (selected.length ? selected[selected.length - 1] : fallback);
-      if (token === null) return chips.replaceChildren();
+      if (token === null) return showChips("", () => []);
       const top = frame.top(token);
       prefetch(top.map((t) => t.cls));
-      chips.replaceChildren(
-        ...top.map(({ cls }) => {
+      showChips(`${top.map((t) => t.cls)}|${frame.cls}|${frame.names.length}`, () =>
+        top.map(({ cls }) => {
           const chip = el("button", "vl-chip", frame.names[cls]);
           chip.type = "button";
           chip.setAttribute("aria-pressed", String(cls === frame.cls));
@@ -186,17 +209,19 @@ export function classPanel(actions: Actions, prefetch: (classes: number[]) => vo
 /** The colour legend of what the grid shows. */
 export function legendPanel(): Panel {
   const root = el("div", "vl-legend");
+  const show = keyedChildren(root);
   return {
     root,
     update({ scale }) {
       if (!scale) return;
-      root.className = `vl-legend vl-legend-${scale.diverging ? "diverging" : "sequential"}`;
-      root.replaceChildren(
+      setAttr(root, "class", `vl-legend vl-legend-${scale.diverging ? "diverging" : "sequential"}`);
+      const [min, max] = [scale.min.toFixed(2), scale.max.toFixed(2)];
+      show(`${scale.label}|${min}|${max}`, () => [
         el("span", "vl-caption", scale.label),
-        el("span", "", scale.min.toFixed(2)),
+        el("span", "", min),
         el("span", "vl-legend-bar"),
-        el("span", "", scale.max.toFixed(2)),
-      );
+        el("span", "", max),
+      ]);
     },
   };
 }
@@ -204,36 +229,38 @@ export function legendPanel(): Panel {
 /** The hovered token's top-5 classes. */
 export function hoverPanel(): Panel {
   const root = el("div", "vl-hover");
+  const show = keyedChildren(root);
   return {
     root,
     update(frame) {
       const token = frame.hovered;
-      if (token === null || token >= frame.layout.n_tokens) {
-        root.replaceChildren(
+      if (token === null || token >= frame.layout.n_tokens)
+        return show("", () => [
           el("span", "vl-hint", "Hover a token: its top-5 classes. Click: select it."),
-        );
-        return;
-      }
-      const list = el("ol", "vl-hover-list");
-      for (const { cls, prob } of frame.top(token)) {
-        const bar = el("span", "vl-bar");
-        bar.style.width = `${Math.round(prob * 100)}%`;
-        const li = el("li");
-        li.append(
-          el("span", "vl-hover-name", frame.names[cls]),
-          bar,
-          el("span", "vl-hover-prob", `${(prob * 100).toFixed(1)}%`),
-        );
-        list.append(li);
-      }
-      const title = el(
-        "div",
-        "vl-hover-title",
-        `${tokenName(frame.layout, token)} · top classes here`,
-      );
-      root.replaceChildren(title, list);
+        ]);
+      const top = frame.top(token);
+      const key = `${token}|${top.map((t) => `${t.cls}:${t.prob}`)}|${frame.names.length}`;
+      show(key, () => hoverList(frame, token, top));
     },
   };
+}
+
+/** The hovered token's top classes as a title and a list of bars. */
+function hoverList(frame: Frame, token: number, top: { cls: number; prob: number }[]): Node[] {
+  const list = el("ol", "vl-hover-list");
+  for (const { cls, prob } of top) {
+    const bar = el("span", "vl-bar");
+    bar.style.width = `${Math.round(prob * 100)}%`;
+    const li = el("li");
+    li.append(
+      el("span", "vl-hover-name", frame.names[cls]),
+      bar,
+      el("span", "vl-hover-prob", `${(prob * 100).toFixed(1)}%`),
+    );
+    list.append(li);
+  }
+  const title = `${tokenName(frame.layout, token)} · top classes here`;
+  return [el("div", "vl-hover-title", title), list];
 }
 
 /** Previous / next image of a gallery. */
@@ -252,11 +279,11 @@ export function galleryPanel(actions: Actions): Panel {
     root,
     update(frame, model) {
       const count = model.get("n_images");
-      root.hidden = count <= 1;
+      if (root.hidden !== count <= 1) root.hidden = count <= 1;
       index = frame.image;
-      prev.disabled = index === 0;
-      next.disabled = index === count - 1;
-      caption.textContent = `image ${index + 1} of ${count}`;
+      if (prev.disabled !== (index === 0)) prev.disabled = index === 0;
+      if (next.disabled !== (index === count - 1)) next.disabled = index === count - 1;
+      setText(caption, `image ${index + 1} of ${count}`);
     },
   };
 }
@@ -357,14 +384,17 @@ export function whatIfPanel(actions: Actions, removeMode: HTMLButtonElement): Pa
       attention.update(frame, model);
       const mode = model.get("attention");
       renormalize.checked = model.get("renormalize");
-      renormalize.disabled = mode !== "no_cls";
+      if (renormalize.disabled !== (mode !== "no_cls")) renormalize.disabled = mode !== "no_cls";
       const removed = model.get("removed").length;
       const [base, now] = [model.get("base_prediction"), model.get("prediction")];
       const active = mode !== "" || removed > 0;
       const dropped = removed ? ` · ${removed} token(s) removed` : "";
-      summary.textContent = active
-        ? `Prediction ${frame.names[now]} (unperturbed: ${frame.names[base]})${dropped}`
-        : "Unperturbed model.";
+      setText(
+        summary,
+        active
+          ? `Prediction ${frame.names[now]} (unperturbed: ${frame.names[base]})${dropped}`
+          : "Unperturbed model.",
+      );
       summary.classList.toggle("vl-changed", active && now !== base);
     },
   };

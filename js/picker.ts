@@ -51,7 +51,9 @@ export class ClassPicker {
 
   /** Show the current class without opening the list. */
   show(cls: number): void {
-    if (document.activeElement !== this.input) this.input.value = this.names[cls] ?? "";
+    const name = this.names[cls] ?? "";
+    // Only when it differs: each write moves the caret and fires a selectionchange.
+    if (document.activeElement !== this.input && this.input.value !== name) this.input.value = name;
   }
 
   private open(query: string): void {

@@ -2,6 +2,11 @@
 
 /** Work for the kernel (trait sync while scrubbing, memories, speculative slices) waits for a pause this long. */
 export const SETTLE_MS = 200;
+/**
+ * A change whose numbers are on their way keeps the frame on screen this long, so that a quick
+ * answer is drawn with the change in one frame (no faded frame in between, no extra layout).
+ */
+export const HOLD_FRAME_MS = 150;
 /** One layer per step when playing. */
 export const PLAY_MS = 700;
 /** The kernel is pinged this often; no answer for HEARTBEAT_TIMEOUT_MS means it is gone. */

@@ -168,3 +168,33 @@ def test_parsed_requests_are_typed(lens):
     assert request.classes == (3, 4) and request.base is False
     with pytest.raises(ProtocolError):
         parse_request([], limits)
+
+
+def test_answers_from_another_thread_describe_one_trace(lens):
+    """JupyterLab may deliver the view's requests to a kernel subshell: a reply's numbers, image
+    and version must agree even while the main thread shows other traces."""
+    import threading
+
+    traces = [lens.trace(image) for image in vl.data.shapes(2, seed=3).images]
+    expected = [metric_slices(trace, "mlp", "probability", [4]) for trace in traces]
+    assert not np.array_equal(*expected)
+    service = ExplorerService(lens)
+    service.show(traces[0], image=0, version=0)
+    stop, wrong, answered = threading.Event(), [], [0]
+
+    def ask() -> None:
+        while not stop.is_set():
+            request = {"kind": "slices", "id": 1, "site": "mlp", "metric": "probability", "classes": [4]}
+            header, buffers = service.answer(request)
+            data = np.frombuffer(buffers[0], np.float32).reshape(expected[0].shape)
+            if header["version"] % 2 != header["image"] or not np.array_equal(data, expected[header["image"]]):
+                wrong.append(header)
+            answered[0] += 1
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    for version in range(1, 3000):
+        service.show(traces[version % 2], image=version % 2, version=version)
+    stop.set()
+    asker.join()
+    assert answered[0] > 0 and wrong == []

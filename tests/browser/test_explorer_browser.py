@@ -24,6 +24,16 @@ images = vl.data.shapes(3, seed=2).images
 explorer = vl.explore(lens, images)
 explorer"""
 
+# The kernel answers the view in a thread of its own (JupyterLab sends widget messages to a
+# subshell), so a busy cell does not delay it; a slow answer is made slow in the service itself.
+SLOW_ANSWERS = """\
+import time
+answer = explorer.service.answer
+def slowly(content):
+    time.sleep(1.0 if content.get("kind") == "slices" else 0)
+    return answer(content)
+explorer.service.answer = slowly"""
+QUICK_ANSWERS = "explorer.service.answer = answer"
 CANVAS_PIXELS = """() => {
   const c = document.querySelector('.vl-explorer canvas.vl-heat');
   return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
@@ -33,7 +43,8 @@ CANVAS_PIXELS = """() => {
 @pytest.fixture(scope="module")
 def lab_page(browser, tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    write_notebook(root / "explore.ipynb", [NOTEBOOK_CELL, "import os\nos._exit(1)  # the kernel dies"])
+    cells = [NOTEBOOK_CELL, SLOW_ANSWERS, QUICK_ANSWERS, "import os\nos._exit(1)  # the kernel dies"]
+    write_notebook(root / "explore.ipynb", cells)
     with running_lab(root) as lab:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         errors: list[str] = []
@@ -241,6 +252,103 @@ def test_a_value_the_kernel_rejects_is_shown_and_undone(lab_page):
     page.get_by_role("button", name="Previous image").click()
 
 
+UI = "document.querySelector('.vl-explorer').parentElement.__vlExplorer"
+
+# A class change answered by the kernel: what the page shows in the task after the change, and in a
+# microtask after the grid is painted with the answer.
+QUICK_CLASS_CHANGE = f"""async () => {{
+  const ui = {UI};
+  const input = ui.root.querySelector('.vl-picker-input');
+  let loadingSeen = false, selectionChanges = 0;
+  const watch = new MutationObserver(() => {{ loadingSeen ||= ui.root.classList.contains('vl-loading'); }});
+  watch.observe(ui.root, {{attributes: true, attributeFilter: ['class']}});
+  const count = () => selectionChanges++;
+  document.addEventListener('selectionchange', count);
+  const names = ui.model.get('class_names');
+  const cls = (ui.model.get('cls') + 1) % names.length;
+  const before = input.value;
+  const painted = new Promise(resolve => ui.paintListeners.add(function seen(key) {{
+    if (key.split('|')[3] !== String(cls)) return;
+    ui.paintListeners.delete(seen);
+    queueMicrotask(() => resolve(input.value));
+  }}));
+  const start = performance.now();
+  ui.set('cls', cls);
+  await new Promise(r => setTimeout(r, 0));
+  const held = input.value;
+  const shown = await painted;
+  const elapsed = performance.now() - start;
+  await new Promise(r => setTimeout(r, 50));
+  watch.disconnect();
+  document.removeEventListener('selectionchange', count);
+  return {{before, held, shown, expected: names[cls], loadingSeen, elapsed, selectionChanges}};
+}}"""
+
+HOLD_FRAME_MS = 150  # js/timing.ts
+
+
+def test_a_change_keeps_the_frame_until_its_numbers_arrive(lab_page):
+    page, _ = lab_page
+    page.evaluate(f"() => {{ const ui = {UI}; ui.store.disableTables(); ui.store.clear(); }}")  # the kernel answers
+    change = page.evaluate(QUICK_CLASS_CHANGE)
+    assert change["held"] == change["before"] != change["expected"]  # nothing drawn before the answer...
+    assert change["shown"] == change["expected"]  # ...then picker and grid in the same task
+    if change["elapsed"] < HOLD_FRAME_MS:
+        assert not change["loadingSeen"]  # a quick answer: no faded frame in between
+    # the picker's value change is not the notebook editors' business
+    assert change["selectionChanges"] == 0
+
+
+def run_cell(page, index: int) -> None:
+    page.locator(".jp-Cell").nth(index).click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function(
+        f"() => /\\[\\d+\\]/.test(document.querySelectorAll('.jp-Cell .jp-InputArea-prompt')[{index}].textContent)"
+    )
+
+
+def test_a_slow_answer_shows_the_change_faded_until_it_arrives(lab_page):
+    page, _ = lab_page
+    page.evaluate(f"() => {{ const ui = {UI}; ui.store.disableTables(); ui.store.clear(); }}")
+    run_cell(page, 1)  # slices take a second from now on
+    try:
+        name = page.evaluate(
+            f"() => {{ const ui = {UI}; const c = (ui.model.get('cls') + 1) % 10; ui.set('cls', c); "
+            "return ui.model.get('class_names')[c]; }"
+        )
+        loading = "() => document.querySelector('.vl-explorer').classList.contains('vl-loading')"
+        page.wait_for_function(loading, timeout=900)
+        assert page.get_by_role("combobox", name="Class").input_value() == name  # the change, faded
+        assert f"'{name}'" not in page.locator(".vl-traj-title").text_content()  # its numbers: not yet
+        page.wait_for_function(f"() => !({loading})()", timeout=20_000)
+        assert f"'{name}'" in page.locator(".vl-traj-title").text_content()
+    finally:
+        run_cell(page, 2)
+
+
+REDRAW_MUTATIONS = f"""async () => {{
+  const ui = {UI};
+  const records = [];
+  const describe = r => `${{r.type}} ${{r.attributeName ?? ''}} on ${{r.target.className || r.target.nodeName}}`;
+  const watch = new MutationObserver(list => records.push(...list.map(describe)));
+  watch.observe(ui.root, {{subtree: true, childList: true, attributes: true, characterData: true}});
+  ui.render();
+  ui.render();
+  await new Promise(r => setTimeout(r, 0));
+  watch.disconnect();
+  return records;
+}}"""
+
+
+def test_redrawing_an_unchanged_frame_writes_nothing_to_the_page(lab_page):
+    page, _ = lab_page
+    page.get_by_role("gridcell", name="patch row 2, column 3").hover()  # the hover panel shows a list
+    page.wait_for_selector(".vl-hover-list li")
+    assert page.evaluate(REDRAW_MUTATIONS) == []
+    page.mouse.move(0, 0)
+    assert page.evaluate(REDRAW_MUTATIONS) == []
+
+
 def test_no_errors_in_the_browser_console(lab_page):
     _, errors = lab_page
     relevant = [e for e in errors if "favicon" not in e]
@@ -250,7 +358,7 @@ def test_no_errors_in_the_browser_console(lab_page):
 def test_widget_says_when_the_kernel_dies(lab_page):
     page, errors = lab_page
     assert page.locator(".vl-status").is_hidden()
-    page.locator(".jp-Cell").nth(1).click()
+    page.locator(".jp-Cell").nth(3).click()
     page.keyboard.press("Shift+Enter")
     status = page.locator(".vl-explorer .vl-status")
     status.wait_for(state="visible", timeout=30_000)

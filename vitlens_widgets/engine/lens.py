@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -69,6 +70,7 @@ class Lens:
             raise ValueError("cache_size must be >= 0")
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, Trace] = OrderedDict()
+        self._cache_lock = threading.Lock()  # widgets may trace from a kernel subshell while a cell traces too
         self._pinned: dict[str, Trace] = {}  # input fingerprint -> unperturbed trace, never evicted
         self.recipe: LensRecipe | None = None  # how to build this lens elsewhere (set by from_timm and demo)
 
@@ -200,14 +202,17 @@ class Lens:
         if not perturbation.active and fingerprint in self._pinned:
             return self._pinned[fingerprint]
         key = (fingerprint, perturbation)
-        if cache and key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        trace = self._run([prepared], perturbation)[0]
+        if cache:
+            with self._cache_lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
+        trace = self._run([prepared], perturbation)[0]  # outside the lock: another thread's lookups go on
         if cache and self.cache_size:
-            self._cache[key] = trace
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            with self._cache_lock:
+                self._cache[key] = trace
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
         return trace
 
     def trace_batch(self, images: Iterable[Any], **perturbation: Any) -> TraceBatch:
@@ -303,7 +308,8 @@ class Lens:
         Example:
             >>> lens.clear_cache()
         """
-        self._cache.clear()
+        with self._cache_lock:
+            self._cache.clear()
 
     # --- saved traces ----------------------------------------------------------------
     def save_traces(self, images: Iterable[Any], path: str | os.PathLike, progress: bool = True) -> int:

@@ -14,8 +14,10 @@ Who owns what (see ``docs/design.md``):
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anywidget
@@ -32,6 +34,20 @@ from .snapshot import describe, snapshot_html, snapshot_png
 from .specs import ATTENTION_OPTIONS, METRIC_SPECS, SITE_SPECS, STATIC, view_specs
 
 BUNDLE = STATIC / "explorer.js"
+
+
+def exclusive(method: Callable) -> Callable:
+    """Run ``method`` holding the explorer's lock: the view's changes may arrive in a kernel subshell
+    (another thread) while a cell sets traits, and a retrace must not interleave with another."""
+
+    @functools.wraps(method)
+    def locked(self: Explorer, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 STYLES = STATIC / "explorer.css"
 
 
@@ -84,6 +100,7 @@ class Explorer(anywidget.AnyWidget):
     def __init__(self, lens: Lens, images: Sequence[ImageLike], **kwargs: Any):
         if not BUNDLE.is_file():
             raise FileNotFoundError(f"the explorer's front-end bundle is missing ({BUNDLE}); reinstall vitlens-widgets")
+        self._lock = threading.RLock()
         self.lens = lens
         self._images = check_gallery(lens, images)
         self.service = ExplorerService(lens)
@@ -100,6 +117,7 @@ class Explorer(anywidget.AnyWidget):
         self.on_msg(self._answer)
 
     # --- the kernel's side of the state ------------------------------------------------
+    @exclusive
     def _show_image(self, index: int, layer: int | None = None) -> None:
         """Trace image ``index`` (the view keeps its layer unless ``layer`` is given) and show its prediction."""
         try:
@@ -133,6 +151,7 @@ class Explorer(anywidget.AnyWidget):
             options["drop_tokens"] = list(self.removed)
         return options
 
+    @exclusive
     def _retrace(self) -> None:
         """Trace the current image with the current what-if settings; tell the view its numbers changed."""
         options = self.perturbation_options()
@@ -234,6 +253,7 @@ class Explorer(anywidget.AnyWidget):
             raise traitlets.TraitError(f"relevance_method must be '' or one of {METHODS}")
         return proposal["value"]
 
+    @exclusive
     def set_state(self, sync_data: dict) -> None:
         """A change from the view: applied when valid; otherwise the view is told why and put back.
 
@@ -253,6 +273,7 @@ class Explorer(anywidget.AnyWidget):
 
     # --- reactions --------------------------------------------------------------------------
     @traitlets.observe("site")
+    @exclusive
     def _site_changed(self, change: dict) -> None:
         first = SITE_SPECS[change["new"]].layers(self.lens.depth)[0]
         if self.layer < first:
@@ -260,15 +281,18 @@ class Explorer(anywidget.AnyWidget):
         self._send_topk()
 
     @traitlets.observe("image_index")
+    @exclusive
     def _image_changed(self, change: dict) -> None:
         if change["new"] != change["old"]:
             self._show_image(change["new"])
 
     @traitlets.observe("attention", "perturb_blocks", "renormalize", "removed")
+    @exclusive
     def _perturbation_changed(self, change: dict) -> None:
         self._retrace()
 
     @traitlets.observe("relevance_method", "cls", "image_index")
+    @exclusive
     def _relevance_changed(self, change: dict) -> None:
         self._send_relevance()
 

@@ -3,10 +3,15 @@
 Knows nothing of traits or rendering: the widget hands it the current trace, and
 :meth:`ExplorerService.answer` turns one message into one reply (header and binary
 buffers). It never raises: anything wrong becomes an error reply with the request's id.
+
+Thread-safe: JupyterLab may deliver widget messages to a kernel subshell, so requests can
+be answered in another thread than the one that changes the trace (a cell setting a trait).
+A lock makes each answer describe one trace: its numbers, image and version agree.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -50,21 +55,28 @@ class ExplorerService:
         self._rank_index: tuple[str, RankIndex] | None = None  # of the trace on screen, one site at a time
         self._last_single_site: str | None = None
         self._memory_classes: dict[tuple[int, str], np.ndarray] = {}  # (block, kind) -> memories' top classes
+        self._lock = threading.Lock()
 
     def show(self, trace: Trace, image: int, version: int, base: Trace | None = None) -> None:
         """Answer from now on for ``trace`` (image ``image`` of the gallery, trace ``version``); ``base``:
         the same image unperturbed, for ``base`` requests (``trace`` itself by default)."""
-        self.trace, self.image, self.version = trace, image, version
-        self.base_trace = trace if base is None else base
-        self._rank_index = None
-        self._last_single_site = None
+        with self._lock:
+            self.trace, self.image, self.version = trace, image, version
+            self.base_trace = trace if base is None else base
+            self._rank_index = None
+            self._last_single_site = None
 
     def clear_cache(self) -> None:
         """Forget derived tables (rank index, memory projections); the trace's own caches are the trace's."""
-        self._rank_index = None
-        self._memory_classes.clear()
+        with self._lock:
+            self._rank_index = None
+            self._memory_classes.clear()
 
     def answer(self, content: Any) -> Reply:
+        with self._lock:
+            return self._answer(content)
+
+    def _answer(self, content: Any) -> Reply:
         try:
             request = parse_request(content, self.limits)
             if isinstance(request, Ping):
