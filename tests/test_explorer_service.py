@@ -57,18 +57,20 @@ def test_base_slices_come_from_the_unperturbed_trace(service):
     assert not np.array_equal(np.frombuffer(now[0], np.float32), np.frombuffer(base[0], np.float32))
 
 
-def test_identifiability_uses_one_rank_index_once_it_pays(service):
+def test_identifiability_uses_a_rank_index_for_many_classes_only(service):
     service.show(service.trace, 0, 5, base=service.base_trace)
     ask = {"kind": "slices", "id": 1, "site": "mlp", "metric": "identifiability"}
     for cls in range(10):
         _, buffers = service.answer({**ask, "classes": [cls]})
         got = np.frombuffer(buffers[0], dtype=np.float32).reshape(3, 17)
         np.testing.assert_array_equal(got, service.trace.identifiability(cls, "mlp"))
+    assert service._rank_index is None  # single classes never wait for an index
+    _, buffers = service.answer({**ask, "classes": list(range(10))})  # every class: built once, then looked up
     assert service._rank_index[0] == "mlp"
-    service.answer({**ask, "site": "resid", "classes": [1]})
-    assert service._rank_index[0] == "mlp"  # one class on a new site: ranked directly
-    service.answer({**ask, "site": "resid", "classes": [2]})
-    assert service._rank_index[0] == "resid"  # the second in a row builds the index
+    got = np.frombuffer(buffers[0], dtype=np.float32).reshape(10, 3, 17)
+    np.testing.assert_array_equal(got[7], service.trace.identifiability(7, "mlp"))
+    service.answer({**ask, "site": "resid", "classes": [1, 2]})
+    assert service._rank_index[0] == "mlp"  # a few classes on another site: ranked directly
 
 
 def test_logits_come_in_row_chunks_with_the_log_partition(service):

@@ -189,7 +189,10 @@ def test_nothing_is_sent_before_a_view_asks(lens, monkeypatch):
 
 
 def test_clear_cache_forgets_traces_and_derived_tables(explorer, lens):
-    explorer.service.answer({"kind": "slices", "id": 1, "site": "mlp", "metric": "identifiability", "classes": [1, 2]})
+    every_class = list(range(lens.num_classes))
+    explorer.service.answer(
+        {"kind": "slices", "id": 1, "site": "mlp", "metric": "identifiability", "classes": every_class}
+    )
     assert explorer.service._rank_index is not None and len(lens._cache) > 0
     explorer.clear_cache()
     assert explorer.service._rank_index is None and len(lens._cache) == 0

@@ -399,7 +399,7 @@ class RankIndex:
     logit; tied classes share the better rank). Building it sorts each token's
     logits once, about as long as 40 single-class ranks (80 ms for ViT-B/16's
     residual stream); it holds an int16 ``[rows, T, C]`` table (5 MB there).
-    The explorer keeps one for the site on screen.
+    The explorer builds one for a request of many classes.
 
     Example:
         >>> index = trace.rank_index("resid")

@@ -32,6 +32,11 @@ from .protocol import (
 
 LOGITS_TABLE_BYTES = 32 * 2**20  # largest logits table a view may hold (ViT-B/16: 10 MB); above it, classes one by one
 
+# A RankIndex sorts every token's logits once, about the cost of 40 single-class ranks for 1000 classes.
+# It is built for a request of this many classes (or all of them), never in a single class's path, where
+# it would make one interaction wait (160 ms for ViT-B/16 on 2 cores); single classes are ranked directly.
+RANK_INDEX_MIN_CLASSES = 32
+
 Reply = tuple[dict[str, Any], list[Any]]
 
 
@@ -53,7 +58,6 @@ class ExplorerService:
         self.image = 0
         self.version = 0
         self._rank_index: tuple[str, RankIndex] | None = None  # of the trace on screen, one site at a time
-        self._last_single_site: str | None = None
         self._memory_classes: dict[tuple[int, str], np.ndarray] = {}  # (block, kind) -> memories' top classes
         self._lock = threading.Lock()
 
@@ -64,7 +68,6 @@ class ExplorerService:
             self.trace, self.image, self.version = trace, image, version
             self.base_trace = trace if base is None else base
             self._rank_index = None
-            self._last_single_site = None
 
     def clear_cache(self) -> None:
         """Forget derived tables (rank index, memory projections); the trace's own caches are the trace's."""
@@ -115,11 +118,10 @@ class ExplorerService:
         return header, [memoryview(np.ascontiguousarray(data, dtype=np.float32))]
 
     def _rank_index_for(self, site: str, n_classes: int) -> RankIndex | None:
-        """A :class:`RankIndex` once it pays: for several classes, or the second single class of a site in a row."""
+        """The site's :class:`RankIndex` when it is held, or built for a request of many classes."""
         if self._rank_index is not None and self._rank_index[0] == site:
             return self._rank_index[1]
-        repeat, self._last_single_site = self._last_single_site == site, site
-        if n_classes == 1 and not repeat:
+        if n_classes < min(RANK_INDEX_MIN_CLASSES, self.limits.num_classes):
             return None
         self._rank_index = (site, self.trace.rank_index(site))
         return self._rank_index[1]
