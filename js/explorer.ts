@@ -38,15 +38,20 @@ import { SliceStore } from "./store";
 import { HOLD_FRAME_MS, SETTLE_MS } from "./timing";
 import { type Line, TrajectoryChart } from "./trajectories";
 
-/** Traits the kernel does not act on: set at once in the view, told to the kernel once the user pauses. */
-const VIEW_ONLY = new Set<keyof Traits>(["layer", "highlight", "selected"]);
 /**
- * Traits the kernel needs no sooner than the numbers they show: told to it once the view's request
- * for those numbers is answered and the frame that shows them is painted, so that the kernel's
- * handling of the change (validation, echo, busy/idle messages) never stands between the request
- * and its reply, nor between the reply and its frame.
+ * Traits the kernel does not act on (requests name their class and metric themselves): set at once in
+ * the view, told to the kernel once the user pauses for SETTLE_MS, so that quick changes (scrubbing,
+ * chips clicked in a row) never queue kernel work before the next request. The class is told at once
+ * while the relevance overlay is on: the kernel computes that overlay for it.
  */
-const AFTER_ANSWER = new Set<keyof Traits>(["cls", "site", "metric"]);
+const VIEW_ONLY = new Set<keyof Traits>(["layer", "highlight", "selected", "cls", "metric"]);
+/**
+ * Traits the kernel acts on, but no sooner than the numbers they show (the site: the kernel sends its
+ * top-k tables): told to it once the view's request for those numbers is answered and the frame that
+ * shows them is painted, so that the kernel's handling of the change (validation, echo, busy/idle
+ * messages) never stands between the request and its reply, nor between the reply and its frame.
+ */
+const AFTER_ANSWER = new Set<keyof Traits>(["site"]);
 const TRAITS: (keyof Traits)[] = [
   "specs",
   "class_names",
@@ -180,7 +185,8 @@ export class ExplorerApp implements Actions {
   set<K extends keyof Traits>(name: K, value: Traits[K]): void {
     this.model.set(name, value);
     if (name === "site") this.clampLayer();
-    if (VIEW_ONLY.has(name)) return this.syncSoon();
+    const relevanceClass = name === "cls" && !!this.model.get("relevance_method");
+    if (VIEW_ONLY.has(name) && !relevanceClass) return this.syncSoon();
     clearTimeout(this.syncTimer);
     if (AFTER_ANSWER.has(name)) return this.syncAfterAnswer();
     this.model.save_changes(); // sends the changes waiting for a pause or an answer too
