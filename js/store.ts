@@ -150,18 +150,22 @@ export class SliceStore {
   /**
    * Fetch every class logit of a site, `rowsPerMessage` rows at a time, once user requests pause for
    * SETTLE_MS; a user request that comes meanwhile goes first, and the next chunk waits for its answer.
+   * A table that fits in one message (a small model's) is asked for at once: it costs what a slice does.
    */
   requestTable(image: number, site: string, rows: number, rowsPerMessage: number): void {
     const key = tableKey(image, site);
     if (this.tablesUnavailable || this.tables.has(key) || this.filling) return;
     if (!this.source.serves.has("logits")) return;
     clearTimeout(this.tableTimer);
-    this.tableTimer = setTimeout(() => {
-      this.tableTimer = undefined;
-      if (this.filling || this.tables.has(key)) return;
-      this.filling = { key, table: emptyTable(0, 0, 0) };
-      this.fetchChunk(key, image, site, 0, rows, rowsPerMessage, this.version);
-    }, SETTLE_MS);
+    this.tableTimer = setTimeout(
+      () => {
+        this.tableTimer = undefined;
+        if (this.filling || this.tables.has(key)) return;
+        this.filling = { key, table: emptyTable(0, 0, 0) };
+        this.fetchChunk(key, image, site, 0, rows, rowsPerMessage, this.version);
+      },
+      rows <= rowsPerMessage ? 0 : SETTLE_MS,
+    );
   }
 
   /** A user request came: a table not started yet waits for the next pause. */

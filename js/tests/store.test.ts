@@ -198,3 +198,18 @@ test("float16 decoding", () => {
   assert.ok(Math.abs(out[3] - 0.33325) < 1e-4);
   assert.equal(out[4], Infinity);
 });
+
+test("a table that fits in one message is asked for without waiting for a pause", () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    const source = new ManualSource();
+    const store = quietStore(source);
+    store.requestTable(0, "resid", 3, 4);
+    assert.equal(source.asked.length, 0); // not in the paint's own task...
+    mock.timers.tick(0);
+    assert.equal(source.asked.length, 1); // ...but right after it, not after SETTLE_MS
+    assert.deepEqual(source.asked[0].request, { kind: "logits", site: "resid", start: 0, stop: 3 });
+  } finally {
+    mock.timers.reset();
+  }
+});
