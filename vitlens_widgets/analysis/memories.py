@@ -16,7 +16,6 @@ class-value agreement both are L2-normalised first, so scores are cosines.
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from ..engine.lens import Lens
+from ..engine.recipe import random_init_copy
 from .identifiability import paired_sign_flip_test, token_groups
 from .models import over_models
 from .runner import Batch, Job, Ray, run
@@ -116,20 +116,6 @@ def top_memories_per_class(lens: Lens, block: int, kind: str = "mlp", k: int = 5
             "score": np.take_along_axis(scores, order, axis=1).ravel(),
         }
     )
-
-
-def random_init_copy(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with the same architecture and timm's default random initialisation."""
-    clone = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if hasattr(clone, "init_weights"):
-            clone.init_weights()
-        else:
-            for module in clone.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-    return clone.eval()
 
 
 @over_models
