@@ -273,3 +273,11 @@ def test_key_value_agreement_code_definition_and_outcome_split_equal_a_loop(lens
     for outcome, hits in per_outcome.items():
         row = df[(df.block == block) & (df.tokens == "cls") & (df.outcome == outcome)].iloc[0]
         assert row.agreement == pytest.approx(np.mean(hits)) and row.images == len(hits)
+
+
+def test_random_removal_orders_come_from_one_stream_by_position_in_the_data():
+    from vitlens_widgets.analysis.probe_ranking import random_scores
+
+    whole = np.random.default_rng(7).random((5, 16))  # what one pass over five images in one batch draws
+    np.testing.assert_array_equal(random_scores(7, np.arange(5), 16), whole)
+    np.testing.assert_array_equal(random_scores(7, np.array([3, 1]), 16), whole[[3, 1]])
