@@ -25,7 +25,7 @@ from vitlens_widgets.analysis import (
     context_removal,
     identifiability_by_block,
     identifiability_vs_random,
-    memory_agreement,
+    key_value_agreement,
     probe_ranked_removal,
     random_init_lens,
     sublayer_contributions,
@@ -63,7 +63,7 @@ def main() -> None:
         "sublayer_gain_by_location": (1, lambda: sublayer_gain_by_location(lens, data, **t)),
         "block_change_rate": (1, lambda: block_change_rate(lens, data, **b)),
         "attention_perturbation_test": (3, lambda: attention_perturbation_test(lens, data, **t)),
-        "memory_agreement (attn, code)": (1, lambda: memory_agreement(lens, data, "attn", definition="code", **t)),
+        "key_value_agreement (code)": (1, lambda: key_value_agreement(lens, data, "attn", definition="code", **t)),
         # 1 traced pass + 3 orders x 2 directions x 9 fractions with tokens removed
         "probe_ranked_removal": (55, lambda: probe_ranked_removal(lens, probe_train, data, fractions=FRACTIONS, **t)),
     }

@@ -16,17 +16,34 @@ from vitlens_widgets.analysis import (
     Batch,
     Job,
     Ray,
+    attention_perturbation_test,
+    block_change_rate,
     combine,
+    context_removal,
     identifiability_by_block,
+    identifiability_vs_random,
     key_value_agreement,
     object_context_test,
     perturbation_effects,
+    probe_ranked_removal,
+    random_init_lens,
+    residual_match_formulas,
     run,
     sublayer_contributions,
+    sublayer_gain_by_location,
 )
 from vitlens_widgets.analysis.identifiability import by_block_frame, identifiability_job, object_context_frame
 from vitlens_widgets.analysis.memories import agreement_job
+from vitlens_widgets.analysis.paper import (
+    attention_perturbation_job,
+    change_rate_job,
+    location_gain_job,
+    residual_match_job,
+    vs_random_job,
+)
 from vitlens_widgets.analysis.perturbations import perturbation_job
+from vitlens_widgets.analysis.probe_ranking import fit_token_probes, probe_removal_job
+from vitlens_widgets.analysis.removal import context_removal_job
 from vitlens_widgets.analysis.sublayers import sublayer_job
 from vitlens_widgets.data.folders import class_indices, load_labelled
 from vitlens_widgets.engine.recipe import LensRecipe
@@ -119,6 +136,17 @@ def test_recipes_rebuild_the_same_lens_and_never_redraw_random_weights(tmp_path,
     assert LensRecipe.of(random).source == "model" and LensRecipe.of(random).model is random.model
 
 
+def test_a_random_init_copy_travels_as_its_trained_recipe_and_a_seed(demo):
+    random = random_init_lens(demo, seed=3)
+    recipe = LensRecipe.of(random)
+    assert recipe == LensRecipe("demo", random_init_seed=3) and recipe.model is None
+    rebuilt = pickle.loads(pickle.dumps(recipe)).build()
+    for a, b in zip(random.model.state_dict().values(), rebuilt.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    of_a_model = random_init_lens(vl.Lens(make_model("vit")), seed=3)  # no recipe to rebuild from: the weights travel
+    assert LensRecipe.of(of_a_model).model is of_a_model.model
+
+
 def _ones(lens, state, batch: Batch):
     return {"ones": np.ones(len(batch) + 1)}
 
@@ -126,8 +154,19 @@ def _ones(lens, state, batch: Batch):
 def test_a_map_must_return_one_row_per_image(demo, shapes):
     with pytest.raises(ValueError, match="not one row per image"):
         run(Job(map=_ones, reduce=lambda lens, columns: columns), demo, shapes, progress=False)
-    with pytest.raises(ValueError, match="executor must be one of"):
-        identifiability_by_block(demo, shapes, progress=False, executor="dask")
+    train = vl.data.shapes(4, seed=9)
+    for analysis in (
+        identifiability_by_block,
+        identifiability_vs_random,
+        sublayer_gain_by_location,
+        block_change_rate,
+        attention_perturbation_test,
+        residual_match_formulas,
+        context_removal,
+        lambda lens, data, **kw: probe_ranked_removal(lens, train, data, **kw),
+    ):
+        with pytest.raises(ValueError, match="executor must be one of"):
+            analysis(demo, shapes, progress=False, executor="dask")
 
 
 # --- a real local Ray ------------------------------------------------------------------------
@@ -159,6 +198,34 @@ def test_every_analysis_on_ray_equals_its_local_function(local_ray, demo, folder
     assert_same(key_value_agreement(demo, folder, "attn", progress=False), got["agreement"])
     relevance = evaluate_relevance(demo, folder, ["class_space", "random"], [0.0, 0.5], progress=False)
     assert_same(relevance, got["relevance"][:2])
+
+
+@pytest.mark.slow
+def test_the_papers_analyses_on_ray_equal_their_local_functions(local_ray, demo, folder):
+    train = vl.data.shapes(12, seed=9)
+    options = dict(n_permutations=300, batch_size=4)
+    every = combine(
+        vs_random=vs_random_job(LensRecipe.of(random_init_lens(demo)), **options),  # rebuilt on the actor
+        gain=location_gain_job("mlp", **options),
+        change=change_rate_job(batch_size=4),
+        attention=attention_perturbation_job(**options),
+        match=residual_match_job(batch_size=4),
+        removal=context_removal_job(**options),
+        ranked=probe_removal_job(fit_token_probes(demo, train), (0.0, 0.5), class_space=True, **options),
+        agreement=agreement_job("mlp", definition="code", by_outcome=True, **options),
+    )
+    got = run(every, demo, folder, executor=Ray(actors=1), progress=False)
+    local = dict(progress=False, **options)
+    assert_same(identifiability_vs_random(demo, folder, **local), got["vs_random"])
+    assert_same(sublayer_gain_by_location(demo, folder, "mlp", **local), got["gain"])
+    assert_same(block_change_rate(demo, folder, batch_size=4, progress=False), got["change"])
+    assert_same(attention_perturbation_test(demo, folder, **local), got["attention"])
+    assert_same(residual_match_formulas(demo, folder, batch_size=4, progress=False), got["match"])
+    assert_same(context_removal(demo, folder, **local), got["removal"])
+    ranked = probe_ranked_removal(demo, train, folder, (0.0, 0.5), class_space=True, **local)
+    assert_same(ranked, got["ranked"])
+    agreement = key_value_agreement(demo, folder, "mlp", definition="code", by_outcome=True, **local)
+    assert_same(agreement, got["agreement"])
 
 
 def test_an_image_folder_gives_what_the_same_images_in_memory_give(demo, folder, shapes):

@@ -177,7 +177,7 @@ def test_diagnosis_variants_block_statistics_and_report():
 
 
 def test_attention_control_is_cls_attention_summed_over_heads_and_blocks():
-    from vitlens_widgets.explain.control import control_markdown, gradient_adds, paired_auc_gap
+    from vitlens_widgets.explain.control import control_markdown, gradient_effect, paired_auc_gap
     from vitlens_widgets.explain.diagnose import variant_maps
 
     lens = vl.Lens.demo()
@@ -199,8 +199,14 @@ def test_attention_control_is_cls_attention_summed_over_heads_and_blocks():
         "random": np.zeros((2, 2, 2), bool),
     }
     assert paired_auc_gap(per_image, "attention", "class_space")["negative"][0] == pytest.approx(0.25)
-    assert gradient_adds(per_image) == {"negative": False, "positive": False}
+    assert gradient_effect(per_image) == {"negative": "same", "positive": "same"}
     summary = pd.DataFrame(
         {"method": list(per_image), "auc_negative": 0.5, "auc_positive": 0.5, "pointing_game": 0.5, "iou": 0.5}
     )
-    assert "adds nothing measurable" in control_markdown(per_image, summary)
+    assert "over attention?** No: attention × gradient against attention alone, negative curve: no measurable" in (
+        control_markdown(per_image, summary)
+    )
+    later = np.zeros((8, 2, 2), bool)
+    later[:, 1] = True  # positive curve: with the gradient the model stays right where attention alone fails
+    worse = {"attention": np.zeros_like(later), "attention_x_gradient": later}
+    assert gradient_effect(worse) == {"negative": "same", "positive": "worse"}

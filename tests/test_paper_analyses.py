@@ -238,19 +238,29 @@ def test_figures_draw_the_frames_values(lens, data):
     np.testing.assert_allclose(plots.location_gain_figure(gain).marks[1].y, gain.context)
 
 
-def test_memory_agreement_text_definition_equals_key_value_agreement(lens, data):
-    from vitlens_widgets.analysis import key_value_agreement, memory_agreement
+def test_key_value_agreement_p_value_tests_agreement_against_the_random_class(lens, data):
+    from vitlens_widgets.analysis import key_value_agreement
+    from vitlens_widgets.analysis.memories import KeyCapture, memory_projections, random_other_classes
 
-    old = key_value_agreement(lens, data, "attn", top_classes=2, progress=False)
-    new = memory_agreement(lens, data, "attn", top_classes=2, n_permutations=100, progress=False)
-    pd.testing.assert_frame_equal(new.drop(columns="p_value"), old, check_dtype=False)
+    df = key_value_agreement(lens, data, "attn", top_classes=2, n_permutations=100, progress=False)
+    writes = np.argsort(-memory_projections(lens.model, 1, "attn"), axis=0)[:2]
+    others = random_other_classes(data.labels, np.arange(len(data)), 10, seed=0)
+    diffs = []
+    for image, label, other in zip(data.images, data.labels, others):
+        with KeyCapture(lens.model, "attn") as capture:
+            lens.trace_batch([image])
+        active = capture.keys[0][0, 0].topk(5).indices.numpy()  # [CLS] in block 1
+        diffs.append(float((writes[:, active] == label).any()) - float((writes[:, active] == other).any()))
+    row = df[(df.block == 1) & (df.tokens == "cls")].iloc[0]
+    assert row.agreement - row.random_class == pytest.approx(np.mean(diffs))
+    assert row.p_value == pytest.approx(paired_sign_flip_test(np.array(diffs)[:, None], 100, 0)[1][0])
 
 
-def test_memory_agreement_code_definition_and_outcome_split_equal_a_loop(lens, data):
-    from vitlens_widgets.analysis import memory_agreement
+def test_key_value_agreement_code_definition_and_outcome_split_equal_a_loop(lens, data):
+    from vitlens_widgets.analysis import key_value_agreement
     from vitlens_widgets.analysis.memories import memory_projections
 
-    df = memory_agreement(lens, data, "mlp", top_classes=3, definition="code", by_outcome=True, progress=False)
+    df = key_value_agreement(lens, data, "mlp", top_classes=3, definition="code", by_outcome=True, progress=False)
     block = 2
     class_top = np.argsort(-memory_projections(lens.model, block, "mlp"), axis=1)[:, :3]  # [C, 3]
     per_outcome: dict[str, list[float]] = {}
@@ -263,3 +273,11 @@ def test_memory_agreement_code_definition_and_outcome_split_equal_a_loop(lens, d
     for outcome, hits in per_outcome.items():
         row = df[(df.block == block) & (df.tokens == "cls") & (df.outcome == outcome)].iloc[0]
         assert row.agreement == pytest.approx(np.mean(hits)) and row.images == len(hits)
+
+
+def test_random_removal_orders_come_from_one_stream_by_position_in_the_data():
+    from vitlens_widgets.analysis.probe_ranking import random_scores
+
+    whole = np.random.default_rng(7).random((5, 16))  # what one pass over five images in one batch draws
+    np.testing.assert_array_equal(random_scores(7, np.arange(5), 16), whole)
+    np.testing.assert_array_equal(random_scores(7, np.array([3, 1]), 16), whole[[3, 1]])

@@ -15,7 +15,6 @@ from .memories import (
     top_classes_per_memory,
     top_memories_per_class,
 )
-from .memory_agreement import memory_agreement
 from .models import over_models, random_init_lens
 from .paper import (
     attention_perturbation_test,
@@ -47,7 +46,6 @@ __all__ = [
     "iter_labelled",
     "key_value_agreement",
     "labelled_batches",
-    "memory_agreement",
     "memory_projections",
     "object_context_test",
     "over_models",

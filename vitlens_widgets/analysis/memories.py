@@ -16,7 +16,6 @@ class-value agreement both are L2-normalised first, so scores are cosines.
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 from typing import Any
 
@@ -26,7 +25,8 @@ import torch
 from torch import nn
 
 from ..engine.lens import Lens
-from .identifiability import token_groups
+from ..engine.recipe import random_init_copy
+from .identifiability import paired_sign_flip_test, token_groups
 from .models import over_models
 from .runner import Batch, Job, Ray, run
 
@@ -118,20 +118,6 @@ def top_memories_per_class(lens: Lens, block: int, kind: str = "mlp", k: int = 5
     )
 
 
-def random_init_copy(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with the same architecture and timm's default random initialisation."""
-    clone = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if hasattr(clone, "init_weights"):
-            clone.init_weights()
-        else:
-            for module in clone.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-    return clone.eval()
-
-
 @over_models
 def class_value_agreement(
     lens: Lens, kind: str = "mlp", random_model: nn.Module | None = None, seed: int = 0
@@ -196,6 +182,9 @@ class KeyCapture:
             handle.remove()
 
 
+KV_DEFINITIONS = ("text", "code")
+
+
 @over_models
 def key_value_agreement(
     lens: Lens,
@@ -206,49 +195,81 @@ def key_value_agreement(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    definition: str = "text",
+    by_outcome: bool = False,
+    n_permutations: int = 10_000,
     executor: str | Ray = "local",
 ) -> pd.DataFrame:
-    """Per block and token group: do a token's most activated memories write its true class?
+    """Per block and token group: do a token's most activated memories write its true class? With a paired test.
 
     For each token, take the ``top_memories`` memories with the largest key
-    coefficients; the token agrees when the true class is among the
-    ``top_classes`` classes of any of them. The baseline replaces the true class
-    by a random other class, drawn once per image from ``seed`` and the image's
-    position in the data (so batching and executors do not change it).
+    coefficients. ``definition="text"`` (the paper's wording): the token agrees
+    when the true class is among the ``top_classes`` classes of any of them.
+    ``definition="code"`` (the authors' ``src/memories.py``): it agrees when any
+    of them is among the true class's ``top_classes`` memories (the memories whose
+    values write that class most). Key coefficients are the ``fc1`` outputs (MLP)
+    or the output projection's input (attention: the heads' mixed values, the
+    authors' ``attn_weights @ values``).
 
-    Returns columns ``block, kind, tokens, agreement, random_class, images``.
+    The baseline replaces the true class by a random other class, drawn once per
+    image from ``seed`` and the image's position in the data (so batching and
+    executors do not change it). ``by_outcome=True`` adds an ``outcome`` column
+    and splits images the model classifies correctly from the others.
+    ``p_value``: two-sided paired sign-flip permutation test over images of the
+    agreement against the random-class baseline.
+
+    Returns columns ``block, kind, tokens, [outcome,] agreement, random_class, p_value, images``.
 
     Example:
-        >>> df = key_value_agreement(lens, vl.data.shapes(200, seed=2), kind="mlp")
-        >>> df.pivot(index="block", columns="tokens", values="agreement")
+        >>> df = key_value_agreement(lens, vl.data.shapes(200, seed=2), kind="attn", definition="code", by_outcome=True)
+        >>> df.query("tokens == 'image'").pivot(index="block", columns="outcome", values="agreement")
     """
-    job = agreement_job(kind, top_memories, top_classes, batch_size, seed)
+    job = agreement_job(kind, top_memories, top_classes, batch_size, seed, definition, by_outcome, n_permutations)
     return run(job, lens, data, executor, progress)
 
 
 def agreement_job(
-    kind: str = "mlp", top_memories: int = 5, top_classes: int = 5, batch_size: int = 64, seed: int = 0
+    kind: str = "mlp",
+    top_memories: int = 5,
+    top_classes: int = 5,
+    batch_size: int = 64,
+    seed: int = 0,
+    definition: str = "text",
+    by_outcome: bool = False,
+    n_permutations: int = 10_000,
 ) -> Job:
     """:func:`key_value_agreement` as a runner job (memory projections computed once per worker).
 
     Example:
-        >>> run(agreement_job("attn"), lens, vl.data.shapes(50, seed=2), executor="ray")
+        >>> run(agreement_job("attn", definition="code"), lens, vl.data.shapes(50, seed=2), executor="ray")
     """
     _check_kind(kind)
+    if definition not in KV_DEFINITIONS:
+        raise ValueError(f"definition must be 'text' or 'code', got {definition!r}")
+    if n_permutations < 1:
+        raise ValueError("n_permutations must be >= 1")
     return Job(
-        map=partial(_agreement_partials, kind=kind, top_memories=top_memories, seed=seed),
-        reduce=partial(_agreement_frame, kind=kind),
-        setup=partial(_classes_written, kind=kind, top_classes=top_classes),
+        map=partial(_agreement_partials, kind=kind, top_memories=top_memories, seed=seed, definition=definition),
+        reduce=partial(_agreement_frame, kind=kind, by_outcome=by_outcome, n_permutations=n_permutations, seed=seed),
+        setup=partial(_memory_classes, kind=kind, top_classes=top_classes, definition=definition),
         desc="key-value agreement",
         batch_size=batch_size,
     )
 
 
-def _classes_written(lens: Lens, kind: str, top_classes: int) -> list[np.ndarray]:
-    """Per block: the ``top_classes`` classes each memory writes most, ``[top_classes, memories]``."""
-    return [
-        np.argsort(-memory_projections(lens.model, b, kind), axis=0)[:top_classes] for b in range(1, lens.depth + 1)
-    ]
+def _memory_classes(lens: Lens, kind: str, top_classes: int, definition: str) -> list[np.ndarray]:
+    """Per block, for ``definition="text"``: the ``top_classes`` classes each memory writes most,
+    ``[top_classes, memories]``; for ``"code"``: bool ``[C, memories]``, each class's ``top_classes`` memories."""
+    tables = []
+    for b in range(1, lens.depth + 1):
+        scores = memory_projections(lens.model, b, kind)  # [C, M]
+        if definition == "text":
+            tables.append(np.argsort(-scores, axis=0)[:top_classes])
+        else:
+            member = np.zeros(scores.shape, bool)
+            np.put_along_axis(member, np.argsort(-scores, axis=1)[:, :top_classes], True, axis=1)
+            tables.append(member)
+    return tables
 
 
 def random_other_classes(labels: np.ndarray, index: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
@@ -262,21 +283,26 @@ def random_other_classes(labels: np.ndarray, index: np.ndarray, num_classes: int
 
 
 def _agreement_partials(
-    lens: Lens, writes: list[np.ndarray], batch: Batch, kind: str, top_memories: int, seed: int
+    lens: Lens, tables: list[np.ndarray], batch: Batch, kind: str, top_memories: int, seed: int, definition: str
 ) -> dict[str, np.ndarray]:
     """Per image and block: share of each token group's tokens that agree with the true / a random class."""
     labels = batch.labels
     others = random_other_classes(labels, batch.index, lens.num_classes, seed)
     with KeyCapture(lens.model, kind) as capture:  # the lens's own forward pass fires the hooks
-        lens.trace_batch(batch.images)
+        traces = lens.trace_batch(batch.images)
     groups = [token_groups(lens, mask) for mask in batch.masks]
     names = [*token_groups(lens, None), "object", "context"]
     out = {f"{m}/{g}": np.full((len(batch), lens.depth), np.nan) for m in ("agreement", "random") for g in names}
+    out["correct"] = traces.predictions == labels
     for b, keys in enumerate(capture.keys):
         active = keys.topk(top_memories, dim=-1).indices.cpu().numpy()  # [B, T, top_memories]
-        written = writes[b][:, active]  # [top_classes, B, T, top_memories]
-        hit_true = (written == labels[None, :, None, None]).any(axis=(0, 3))  # [B, T]
-        hit_random = (written == others[None, :, None, None]).any(axis=(0, 3))
+        if definition == "text":
+            written = tables[b][:, active]  # [top_classes, B, T, top_memories]
+            hit_true = (written == labels[None, :, None, None]).any(axis=(0, 3))  # [B, T]
+            hit_random = (written == others[None, :, None, None]).any(axis=(0, 3))
+        else:
+            hit_true = np.take_along_axis(tables[b][labels][:, None, :], active, axis=2).any(-1)
+            hit_random = np.take_along_axis(tables[b][others][:, None, :], active, axis=2).any(-1)
         for i, image_groups in enumerate(groups):
             for group, select in image_groups.items():
                 if select.any():
@@ -285,23 +311,35 @@ def _agreement_partials(
     return out
 
 
-def _agreement_frame(lens: Lens, columns: dict[str, np.ndarray], kind: str) -> pd.DataFrame:
+def _agreement_frame(
+    lens: Lens, columns: dict[str, np.ndarray], kind: str, by_outcome: bool, n_permutations: int, seed: int
+) -> pd.DataFrame:
+    outcomes = np.where(columns["correct"], "correct", "wrong")
     rows = []
     for key, agreement in columns.items():
         measure, _, group = key.partition("/")
-        present = ~np.isnan(agreement[:, 0]) if measure == "agreement" else np.zeros(0, bool)
-        if not present.any():
+        if measure != "agreement":
             continue
-        random = columns[f"random/{group}"][present].mean(axis=0)
-        for b, value in enumerate(agreement[present].mean(axis=0)):
-            rows.append(
-                {
-                    "block": b + 1,
-                    "kind": kind,
-                    "tokens": group,
-                    "agreement": value,
-                    "random_class": random[b],
-                    "images": int(present.sum()),
-                }
-            )
-    return pd.DataFrame(rows).sort_values(["block", "tokens"], ignore_index=True)
+        random = columns[f"random/{group}"]
+        present = ~np.isnan(agreement[:, 0])
+        for outcome in ("correct", "wrong") if by_outcome else (None,):
+            chosen = present & (outcomes == outcome) if outcome else present
+            if not chosen.any():
+                continue
+            ours, baseline = agreement[chosen], random[chosen]
+            _, p_values = paired_sign_flip_test(ours - baseline, n_permutations, seed)
+            for b in range(lens.depth):
+                rows.append(
+                    {
+                        "block": b + 1,
+                        "kind": kind,
+                        "tokens": group,
+                        **({"outcome": outcome} if by_outcome else {}),
+                        "agreement": float(ours[:, b].mean()),
+                        "random_class": float(baseline[:, b].mean()),
+                        "p_value": float(p_values[b]),
+                        "images": int(chosen.sum()),
+                    }
+                )
+    order = ["block", "tokens", "outcome"] if by_outcome else ["block", "tokens"]
+    return pd.DataFrame(rows).sort_values(order, ignore_index=True)

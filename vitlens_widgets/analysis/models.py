@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from ..engine.lens import Lens
+from ..engine.recipe import random_init_lens as random_init_lens  # re-exported: vl.analysis.random_init_lens
 
 Lenses = Lens | Mapping[str, Lens] | Sequence[Lens]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,14 +60,3 @@ def _stack(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([df.assign(model=name) for name, df in frames.items()], ignore_index=True)[
         ["model", *next(iter(frames.values())).columns]
     ]
-
-
-def random_init_lens(lens: Lens, seed: int = 0) -> Lens:
-    """A lens over a copy of ``lens``'s model with timm's random initialisation (same architecture, class names).
-
-    Example:
-        >>> vl.analysis.identifiability_by_block({"trained": lens, "random init": random_init_lens(lens)}, data)
-    """
-    from .memories import random_init_copy
-
-    return Lens(random_init_copy(lens.model, seed), class_names=list(lens.class_names), device=lens.device)

@@ -8,19 +8,18 @@ forward pass (an attention mask per image) instead of one pass per image.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..engine.lens import Lens
 from ..engine.trace import identifiability_from_rank, layer_numbers, rank_of
 from .identifiability import batch_token_groups, paired_sign_flip_test
 from .models import over_models
-from .runner import iter_labelled, labelled_count
+from .runner import Batch, Job, Ray, run
 
 
 def prepared_batch(lens: Lens, images: list[Any]) -> torch.Tensor:
@@ -69,23 +68,6 @@ def forward_kept(
 REMOVALS = ("context", "object")
 
 
-def labelled_chunks(
-    data: Any, batch_size: int = 64, progress: bool = True, desc: str = "images"
-) -> Iterator[tuple[list[Any], np.ndarray, list[np.ndarray | None]]]:
-    """``(images, labels, masks)`` chunks of labelled data, with a progress bar (the images themselves, untraced)."""
-    pending: list[tuple[Any, int, np.ndarray | None]] = []
-    with tqdm(total=labelled_count(data), desc=desc, unit="img", disable=not progress) as bar:
-        for item in iter_labelled(data):
-            pending.append(item)
-            if len(pending) == batch_size:
-                yield [i[0] for i in pending], np.array([i[1] for i in pending]), [i[2] for i in pending]
-                bar.update(len(pending))
-                pending = []
-        if pending:
-            yield [i[0] for i in pending], np.array([i[1] for i in pending]), [i[2] for i in pending]
-            bar.update(len(pending))
-
-
 @over_models
 def context_removal(
     lens: Lens,
@@ -94,6 +76,7 @@ def context_removal(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    executor: str | Ray = "local",
 ) -> pd.DataFrame:
     """Remove each image's context tokens (object left alone) or its object tokens (context left), and measure.
 
@@ -111,39 +94,75 @@ def context_removal(
     Example:
         >>> context_removal(Lens.demo(), vl.data.shapes(200, seed=2)).query("layer == 6")
     """
-    per = {r: {k: [] for k in ("top1", "base_top1", "ident", "base_ident", "hit", "base_hit")} for r in REMOVALS}
-    n_classes = lens.num_classes
-    for images, labels, masks in labelled_chunks(data, batch_size, progress, "context removal"):
-        if any(m is None for m in masks):
-            raise ValueError("context removal needs masks: give (image, label, mask) items or a ShapesBatch")
-        traces = lens.trace_batch(images)
-        x = prepared_batch(lens, images)
-        groups = batch_token_groups(lens, masks)
-        base_rank = traces.rank(labels, "resid")  # [B, L+1, T]
-        base_hit = traces.predictions == labels
-        for removed in REMOVALS:
-            kept_group = "object" if removed == "context" else "context"
-            valid = groups[kept_group].any(1) & groups[removed].any(1)
-            if not valid.any():
-                continue
-            idx = np.flatnonzero(valid)
-            keep = ~groups[removed][idx]
-            logits, output = forward_kept(lens, x[idx], keep)
+    return run(context_removal_job(n_permutations, batch_size, seed), lens, data, executor, progress)
+
+
+def context_removal_job(n_permutations: int = 10_000, batch_size: int = 64, seed: int = 0) -> Job:
+    """:func:`context_removal` as a runner job.
+
+    Example:
+        >>> run(context_removal_job(), lens, vl.data.shapes(50, seed=2), executor="ray")
+    """
+    return Job(
+        map=_removal_partials,
+        reduce=partial(_removal_frame, n_permutations=n_permutations, seed=seed),
+        desc="context removal",
+        batch_size=batch_size,
+    )
+
+
+REMOVAL_MEASURES = ("top1", "base_top1", "ident", "base_ident", "hit", "base_hit")
+
+
+def _removal_partials(lens: Lens, _state: Any, batch: Batch) -> dict[str, np.ndarray]:
+    """Per removal: ``valid`` (the image has tokens in both groups) and each measure, NaN / False where not valid."""
+    if any(m is None for m in batch.masks):
+        raise ValueError("context removal needs masks: give (image, label, mask) items or a ShapesBatch")
+    labels, n_classes = batch.labels, lens.num_classes
+    traces = lens.trace_batch(batch.images)
+    x = prepared_batch(lens, batch.images)
+    groups = batch_token_groups(lens, batch.masks)
+    base_rank = traces.rank(labels, "resid")  # [B, L+1, T]
+    base_hit = traces.predictions == labels
+    out = {}
+    for removed in REMOVALS:
+        kept_group = "object" if removed == "context" else "context"
+        valid = groups[kept_group].any(1) & groups[removed].any(1)
+        idx = np.flatnonzero(valid)
+        values = {measure: np.zeros((0, lens.depth + 1)) for measure in REMOVAL_MEASURES[:4]}
+        values |= {"hit": np.zeros(0, bool), "base_hit": np.zeros(0, bool)}
+        if valid.any():  # the removal runs on the valid images only (a smaller batch)
+            logits, output = forward_kept(lens, x[idx], ~groups[removed][idx])
             rank = rank_of(np.nan_to_num(logits, nan=-np.inf), labels[idx])  # [b, L+1, T]
             select = groups[kept_group][idx][:, None, :]
-            acc = per[removed]
-            acc["top1"].append(_mean_over(rank == 0, select))
-            acc["base_top1"].append(_mean_over(base_rank[idx] == 0, select))
-            acc["ident"].append(_mean_over(identifiability_from_rank(rank, n_classes), select))
-            acc["base_ident"].append(_mean_over(identifiability_from_rank(base_rank[idx], n_classes), select))
-            acc["hit"].append(output.argmax(-1) == labels[idx])
-            acc["base_hit"].append(base_hit[idx])
+            values = {
+                "top1": _mean_over(rank == 0, select),
+                "base_top1": _mean_over(base_rank[idx] == 0, select),
+                "ident": _mean_over(identifiability_from_rank(rank, n_classes), select),
+                "base_ident": _mean_over(identifiability_from_rank(base_rank[idx], n_classes), select),
+                "hit": output.argmax(-1) == labels[idx],
+                "base_hit": base_hit[idx],
+            }
+        out[f"{removed}/valid"] = valid
+        out |= {f"{removed}/{k}": _scatter(v, idx, len(batch)) for k, v in values.items()}
+    return out
+
+
+def _scatter(values: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
+    """Rows ``values`` placed at ``idx`` of ``n`` rows; the others NaN (floats) or False."""
+    full = np.full((n, *values.shape[1:]), np.nan if values.dtype.kind == "f" else False, dtype=values.dtype)
+    full[idx] = values
+    return full
+
+
+def _removal_frame(lens: Lens, columns: dict[str, np.ndarray], n_permutations: int, seed: int) -> pd.DataFrame:
     rows = []
     layers = list(layer_numbers("resid", lens.depth))
     for r, removed in enumerate(REMOVALS):
-        values = {k: np.concatenate(v) for k, v in per[removed].items() if v}
-        if not values:
+        valid = columns[f"{removed}/valid"]
+        if not valid.any():
             continue
+        values = {k: columns[f"{removed}/{k}"][valid] for k in REMOVAL_MEASURES}
         _, p_top1 = paired_sign_flip_test(values["top1"] - values["base_top1"], n_permutations, seed + r)
         _, p_ident = paired_sign_flip_test(values["ident"] - values["base_ident"], n_permutations, seed + r)
         hit_diff = (values["hit"].astype(float) - values["base_hit"])[:, None]

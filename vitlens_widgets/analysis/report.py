@@ -21,8 +21,7 @@ from ..data.shapes import shapes
 from ..demo.train import TEST_SEED
 from ..engine.lens import Lens
 from .identifiability import identifiability_by_block, object_context_test
-from .memories import class_value_agreement
-from .memory_agreement import memory_agreement
+from .memories import class_value_agreement, key_value_agreement
 from .models import random_init_lens
 from .paper import (
     attention_perturbation_test,
@@ -123,7 +122,9 @@ def build_report(
     top_classes = 5 if lens.num_classes >= 100 else 1  # the paper's top-5 of 1000 classes; keep it selective
     kva = pd.concat(
         [
-            memory_agreement(lens, data, kind, top_classes=k, definition=d, by_outcome=True, **P).assign(definition=d)
+            key_value_agreement(lens, data, kind, top_classes=k, definition=d, by_outcome=True, **P).assign(
+                definition=d
+            )
             for kind in ("mlp", "attn")
             for d, k in (("text", top_classes), ("code", 5))
         ],

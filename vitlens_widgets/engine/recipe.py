@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -18,6 +19,8 @@ class LensRecipe:
     weights from ``checkpoint_path`` or the hub when ``pretrained``) or ``"model"``
     (a model instance carried whole, for lenses built with ``Lens(model)``).
     :meth:`Lens.from_timm` and :meth:`Lens.demo` record theirs as ``lens.recipe``.
+    ``random_init_seed``: build that lens, then replace it by its random-init copy
+    (:func:`random_init_lens`, drawn on the CPU: the same weights on every worker and device).
 
     Example:
         >>> recipe = LensRecipe.of(vl.Lens.from_timm("vit_base_patch16_224", checkpoint_path="w.safetensors"))
@@ -31,6 +34,7 @@ class LensRecipe:
     pretrained: bool = True
     class_names: tuple[str, ...] | None = None
     model: nn.Module | None = None
+    random_init_seed: int | None = None
 
     @classmethod
     def timm(
@@ -85,6 +89,10 @@ class LensRecipe:
         Example:
             >>> lens = LensRecipe("demo").build()
         """
+        lens = self._build_trained(device)
+        return lens if self.random_init_seed is None else random_init_lens(lens, self.random_init_seed)
+
+    def _build_trained(self, device: str | torch.device) -> Any:
         from .lens import Lens
 
         if self.source == "demo":
@@ -106,6 +114,44 @@ class LensRecipe:
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(model).to("cpu")
+
+
+def random_init_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with the same architecture and timm's default random initialisation.
+
+    The weights are drawn on the CPU from ``seed`` and then moved to the model's device,
+    so a seed gives the same weights on every device.
+
+    Example:
+        >>> random_model = random_init_copy(vl.Lens.demo().model, seed=0)
+    """
+    device = next(model.parameters()).device
+    clone = copy.deepcopy(model) if device.type == "cpu" else _cpu_copy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if hasattr(clone, "init_weights"):
+            clone.init_weights()
+        else:
+            for module in clone.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    return clone.to(device).eval()
+
+
+def random_init_lens(lens: Any, seed: int = 0) -> Any:
+    """A lens over a copy of ``lens``'s model with timm's random initialisation (same architecture, class names).
+
+    Its recipe is the trained lens's recipe with ``random_init_seed=seed`` (so Ray actors
+    rebuild it instead of receiving its weights), when the trained lens has a recipe of fixed weights.
+
+    Example:
+        >>> vl.analysis.identifiability_by_block({"trained": lens, "random init": random_init_lens(lens)}, data)
+    """
+    from .lens import Lens
+
+    random = Lens(random_init_copy(lens.model, seed), class_names=list(lens.class_names), device=lens.device)
+    trained = lens.recipe
+    if trained is not None and not trained.random_weights and trained.random_init_seed is None:
+        random.recipe = replace(trained, random_init_seed=seed)
+    return random

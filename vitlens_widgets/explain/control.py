@@ -48,11 +48,33 @@ def control_table(per_image: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def gradient_adds(per_image: dict[str, np.ndarray]) -> dict[str, bool]:
-    """Per direction: attention × gradient beats attention alone (95% interval clear of 0 the right way)."""
+def gradient_effect(per_image: dict[str, np.ndarray]) -> dict[str, str]:
+    """Per direction: attention × gradient against attention alone, ``"better"``, ``"worse"`` or ``"same"``.
+
+    Better or worse when the 95% interval of the paired AUC gap is clear of 0 (negative curve: a higher AUC is
+    better; positive curve: a lower one).
+    """
+    out = {}
+    for direction, (gap, half) in paired_auc_gap(per_image, "attention_x_gradient", "attention").items():
+        gain = gap if direction == "negative" else -gap
+        out[direction] = "better" if gain - half > 0 else "worse" if gain + half < 0 else "same"
+    return out
+
+
+def gradient_finding(per_image: dict[str, np.ndarray]) -> str:
+    """The answer to "does the gradient add anything over attention alone?", with the paired gaps."""
+    effects = gradient_effect(per_image)
     gaps = paired_auc_gap(per_image, "attention_x_gradient", "attention")
-    negative, positive = gaps["negative"], gaps["positive"]
-    return {"negative": negative[0] - negative[1] > 0, "positive": positive[0] + positive[1] < 0}
+    words = {"better": "better", "worse": "worse", "same": "no measurable difference"}
+    detail = "; ".join(f"{d} curve: {words[e]} ({gaps[d][0]:+.3f} ± {gaps[d][1]:.3f})" for d, e in effects.items())
+    better = [d for d, e in effects.items() if e == "better"]
+    if len(better) == len(effects):
+        answer = "Yes, on both curves"
+    elif better:
+        answer = f"Only on the {better[0]} curve"
+    else:
+        answer = "No"
+    return f"{answer}: attention × gradient against attention alone, {detail}."
 
 
 def control_markdown(per_image: dict[str, np.ndarray], summary: pd.DataFrame) -> str:
@@ -60,14 +82,6 @@ def control_markdown(per_image: dict[str, np.ndarray], summary: pd.DataFrame) ->
     from ..analysis.report import markdown_table
 
     auc = summary.set_index("method")
-    adds = gradient_adds(per_image)
-    if all(adds.values()):
-        finding = "The gradient adds to attention on both curves."
-    elif any(adds.values()):
-        which = next(d for d, v in adds.items() if v)
-        finding = f"The gradient adds to attention on the {which} curve only."
-    else:
-        finding = "The gradient adds nothing measurable to attention alone on either curve."
     return "\n".join(
         [
             "\n## Control: [CLS] attention alone\n",
@@ -83,6 +97,6 @@ def control_markdown(per_image: dict[str, np.ndarray], summary: pd.DataFrame) ->
             ),
             "",
             markdown_table(control_table(per_image)),
-            f"\n**Does the gradient add anything over attention?** {finding}",
+            f"\n**Does the gradient add anything over attention?** {gradient_finding(per_image)}",
         ]
     )
