@@ -75,6 +75,20 @@ def test_key_capture_records_fc1_outputs_before_the_activation(lens):
     assert len(capture.keys) == 2 and not lens.model.blocks[0].mlp.fc1._forward_hooks
 
 
+def test_key_capture_ignores_forward_passes_of_other_threads(lens):
+    """A widget tracing from a kernel subshell must not put its keys into a running analysis."""
+    import threading
+
+    image = vl.data.shapes(1, seed=4).images[0]
+    with KeyCapture(lens.model, "mlp") as capture:
+        other = threading.Thread(target=lambda: lens.trace(image, cache=False))
+        other.start()
+        other.join()
+        assert capture.keys == []
+        lens.trace(image, cache=False)
+        assert len(capture.keys) == lens.depth
+
+
 def test_key_value_agreement_matches_a_direct_count(lens):
     data = vl.data.shapes(4, seed=3)
     df = key_value_agreement(lens, data, "attn", batch_size=2, progress=False)

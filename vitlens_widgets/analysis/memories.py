@@ -16,6 +16,7 @@ class-value agreement both are L2-normalised first, so scores are cosines.
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 from typing import Any
 
@@ -157,22 +158,29 @@ def class_value_agreement(
 
 
 class KeyCapture:
-    """Records every block's key coefficients during a forward pass (fc1 outputs, or proj inputs)."""
+    """Records every block's key coefficients during a forward pass (fc1 outputs, or proj inputs).
+
+    Only forward passes of the thread that made it are recorded: a widget may trace the same
+    model meanwhile from a kernel subshell (another thread), and its keys are not this analysis's.
+    """
 
     def __init__(self, model: nn.Module, kind: str):
         self.kind = _check_kind(kind)
         self.keys: list[torch.Tensor] = []
+        self._thread = threading.get_ident()
         self._handles = []
         for block in model.blocks:
             if kind == "mlp":
                 fc1 = getattr(block.mlp, "fc1", None)
                 if not isinstance(fc1, nn.Linear):
                     raise ValueError("MLP memories need timm Mlp blocks with a linear fc1 layer")
-                self._handles.append(fc1.register_forward_hook(lambda m, i, o: self.keys.append(o.detach())))
+                self._handles.append(fc1.register_forward_hook(lambda m, i, o: self._record(o)))
             else:
-                self._handles.append(
-                    block.attn.proj.register_forward_pre_hook(lambda m, i: self.keys.append(i[0].detach()))
-                )
+                self._handles.append(block.attn.proj.register_forward_pre_hook(lambda m, i: self._record(i[0])))
+
+    def _record(self, keys: torch.Tensor) -> None:
+        if threading.get_ident() == self._thread:
+            self.keys.append(keys.detach())
 
     def __enter__(self) -> KeyCapture:
         return self
