@@ -17,7 +17,9 @@ turn, then reads the kernel's own ``/proc/self/smaps_rollup``:
 
 It prints each figure after ``import vitlens_widgets``, with the explorer open after
 that session ("explorer"), after the same session once more ("again": memory should
-stay flat) and after ``explorer.clear_cache()`` ("cleared"). ``--saved`` loads the
+stay flat), after handing freed heap pages back to the system without forgetting anything
+("trimmed": ``gc.collect()`` and glibc's ``malloc_trim``) and after ``explorer.clear_cache()``
+("cleared"). ``--saved`` loads the
 gallery from a file written by ``lens.save_traces`` instead of tracing it in the
 kernel. ``--tree PATH`` measures another checkout of the package (e.g. an older
 commit in a git worktree) with the same script, for side-by-side figures.
@@ -74,6 +76,7 @@ VISIT_EVERYTHING = """async () => {
 }"""
 
 # clear_cache() on the explorer (this package) or on the lens (older checkouts without it).
+TRIM = "import ctypes, gc\ngc.collect()\nctypes.CDLL('libc.so.6').malloc_trim(0)\nafter_trim = kernel_memory()"
 CLEAR = "import gc\n(explorer.clear_cache if hasattr(explorer, 'clear_cache') else lens.clear_cache)()\ngc.collect()"
 
 
@@ -101,7 +104,9 @@ def measure(browser, model: str, saved: bool) -> dict[str, dict[str, float]]:
         f"{MODELS[model]}{gallery}\nexplorer = vl.explore(lens, images)\nexplorer",
         "after_session = kernel_memory()",
         "after_again = kernel_memory()",
-        f"{CLEAR}\nstages = {{'import': after_import, 'explorer': after_session, 'again': after_again, 'cleared': kernel_memory()}}\n"
+        TRIM,
+        f"{CLEAR}\nstages = {{'import': after_import, 'explorer': after_session, 'again': after_again, "
+        "'trimmed': after_trim, 'cleared': kernel_memory()}\n"
         f"json.dump(stages, open({str(out)!r}, 'w'))",
     ]
     write_notebook(root / "memory.ipynb", cells)
@@ -121,6 +126,7 @@ def measure(browser, model: str, saved: bool) -> dict[str, dict[str, float]]:
         page.evaluate(VISIT_EVERYTHING)
         run_cell(page, 3, 4)
         run_cell(page, 4, 5)
+        run_cell(page, 5, 6)
         page.close()
     return json.loads(out.read_text())
 

@@ -168,6 +168,7 @@ class Explorer(anywidget.AnyWidget):
             self.trace_version += 1
             self.service.show(trace, self.image_index, self.trace_version, base=self.base_trace)
             self._send_topk()
+        trim_heap()  # the trace replaced, if not cached, is freed now
 
     def _send_topk(self) -> None:
         indices, probs = token_topk(self.trace, self.site)
@@ -374,11 +375,21 @@ class Explorer(anywidget.AnyWidget):
 
 def release_freed_memory() -> None:
     """Collect garbage and hand freed heap pages back to the system (glibc ``malloc_trim``; elsewhere a no-op)."""
-    import contextlib
-    import ctypes
     import gc
 
     gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """Hand heap pages freed by the last trace back to the system (about 1 ms; 20-50 MB for ViT-B/16).
+
+    glibc keeps freed pages of large arrays for reuse, per thread, so a kernel answering
+    from a subshell thread grows by a retrace's worth each time without it.
+    """
+    import contextlib
+    import ctypes
+
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
