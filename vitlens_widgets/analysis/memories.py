@@ -27,7 +27,7 @@ from torch import nn
 
 from ..engine.lens import Lens
 from ..engine.recipe import random_init_copy
-from .identifiability import paired_sign_flip_test, token_groups
+from .identifiability import batch_token_groups, paired_sign_flip_test, token_groups
 from .models import over_models
 from .runner import Batch, Job, Ray, run
 
@@ -298,7 +298,7 @@ def _agreement_partials(
     others = random_other_classes(labels, batch.index, lens.num_classes, seed)
     with KeyCapture(lens.model, kind) as capture:  # the lens's own forward pass fires the hooks
         traces = lens.trace_batch(batch.images)
-    groups = [token_groups(lens, mask) for mask in batch.masks]
+    groups = batch_token_groups(lens, batch.masks)  # group -> bool [B, T]
     names = [*token_groups(lens, None), "object", "context"]
     out = {f"{m}/{g}": np.full((len(batch), lens.depth), np.nan) for m in ("agreement", "random") for g in names}
     out["correct"] = traces.predictions == labels
@@ -311,11 +311,11 @@ def _agreement_partials(
         else:
             hit_true = np.take_along_axis(tables[b][labels][:, None, :], active, axis=2).any(-1)
             hit_random = np.take_along_axis(tables[b][others][:, None, :], active, axis=2).any(-1)
-        for i, image_groups in enumerate(groups):
-            for group, select in image_groups.items():
-                if select.any():
-                    out[f"agreement/{group}"][i, b] = hit_true[i, select].mean()
-                    out[f"random/{group}"][i, b] = hit_random[i, select].mean()
+        for group, select in groups.items():  # share of the group's tokens, NaN for an image without any
+            count = select.sum(-1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[f"agreement/{group}"][:, b] = np.where(count > 0, (hit_true & select).sum(-1) / count, np.nan)
+                out[f"random/{group}"][:, b] = np.where(count > 0, (hit_random & select).sum(-1) / count, np.nan)
     return out
 
 
