@@ -91,13 +91,12 @@ def identifiability_vs_random(
         >>> identifiability_vs_random(Lens.demo(), vl.data.shapes(200, seed=2)).query("tokens == 'image'")
     """
     random_lens = random_lens if random_lens is not None else random_init_lens(lens, seed)
-    return run(
-        vs_random_job(LensRecipe.of(random_lens), n_permutations, batch_size, seed), lens, data, executor, progress
-    )
+    second = random_lens if executor == "local" else LensRecipe.of(random_lens)  # a local run uses it as it is
+    return run(vs_random_job(second, n_permutations, batch_size, seed), lens, data, executor, progress)
 
 
-def vs_random_job(random: LensRecipe, n_permutations: int = 10_000, batch_size: int = 64, seed: int = 0) -> Job:
-    """:func:`identifiability_vs_random` as a runner job; ``random`` is the second lens's recipe.
+def vs_random_job(random: Lens | LensRecipe, n_permutations: int = 10_000, batch_size: int = 64, seed: int = 0) -> Job:
+    """:func:`identifiability_vs_random` as a runner job; ``random`` is the second lens, or its recipe (Ray).
 
     Example:
         >>> random = LensRecipe.of(random_init_lens(lens, seed=0))
@@ -106,14 +105,14 @@ def vs_random_job(random: LensRecipe, n_permutations: int = 10_000, batch_size: 
     return Job(
         map=_vs_random_partials,
         reduce=partial(_vs_random_frame, n_permutations=n_permutations, seed=seed),
-        setup=partial(_second_lens, recipe=random),
+        setup=partial(_second_lens, second=random),
         desc="identifiability vs random init",
         batch_size=batch_size,
     )
 
 
-def _second_lens(lens: Lens, recipe: LensRecipe) -> Lens:
-    return recipe.build(device=lens.device)
+def _second_lens(lens: Lens, second: Lens | LensRecipe) -> Lens:
+    return second if isinstance(second, Lens) else second.build(device=lens.device)
 
 
 def _vs_random_partials(lens: Lens, random_lens: Lens, batch: Batch) -> dict[str, np.ndarray]:
