@@ -200,3 +200,9 @@ def test_answers_from_another_thread_describe_one_trace(lens):
     stop.set()
     asker.join()
     assert answered[0] > 0 and wrong == []
+
+
+def test_a_logits_chunks_log_partition_equals_the_traces_exactly(service):
+    _, buffers = service.answer({"kind": "logits", "id": 12, "site": "mlp", "start": 1, "stop": 2})
+    lse = np.frombuffer(buffers[1], dtype=np.float32).reshape(1, 17)
+    np.testing.assert_array_equal(lse, service.trace.log_partition("mlp")[1:2])

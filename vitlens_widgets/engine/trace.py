@@ -279,10 +279,7 @@ class Trace:
             >>> np.exp(trace.logits("resid")[..., 3] - trace.log_partition("resid"))  # probability of class 3
         """
         if site not in self._log_partition:
-            logits = self.logits(site)
-            peak = logits.max(axis=-1)
-            lse = peak + np.log(np.exp(logits - peak[..., None]).sum(axis=-1))
-            self._log_partition[site] = lse.astype(np.float32)
+            self._log_partition[site] = log_partition_of(self.logits(site))
         return self._log_partition[site]
 
     def class_index(self, cls: ClassLike) -> int:
@@ -334,6 +331,16 @@ class Trace:
         if layer is not None:
             logits = logits[layer_row(site, layer, self.depth)]
         return top_classes(logits, k, self.class_names)
+
+
+def log_partition_of(logits: np.ndarray) -> np.ndarray:
+    """float32 ``[...]``: log-sum-exp over the last axis of ``logits [..., C]``, one row at a time.
+
+    Each row's value depends on that row alone, so a slice of rows gives exactly the
+    same numbers as the slice of the whole (the explorer sends it chunk by chunk).
+    """
+    peak = logits.max(axis=-1)
+    return (peak + np.log(np.exp(logits - peak[..., None]).sum(axis=-1))).astype(np.float32)
 
 
 PROJECT_CHUNK_ROWS = 4096  # tokens per readout step: small enough to stay in cache, big enough for a fast GEMM
