@@ -294,3 +294,37 @@ def paired_sign_flip_test(diff: np.ndarray, n_permutations: int, seed: int = 0) 
         flipped = signs @ diff / diff.shape[0]  # [permutations, k]
         extreme += (np.abs(flipped) >= np.abs(observed) - 1e-12).sum(axis=0)
     return observed, (extreme + 1) / (n_permutations + 1)
+
+
+def paired_effect_rows(
+    changed: dict[str, np.ndarray], base: dict[str, np.ndarray], layers: list[int], n_permutations: int, seed: int
+) -> list[dict[str, Any]]:
+    """Per layer: top-1 rate, identifiability and accuracy with a change and without it, each with its paired test.
+
+    ``changed`` and ``base`` hold per-image arrays over the same images: ``top1`` and
+    ``ident`` ``[n, rows]`` (means over a token group), ``hit`` ``[n]`` or ``[n, 1]``
+    (whether the model's prediction is right).
+    """
+    _, p_top1 = paired_sign_flip_test(changed["top1"] - base["top1"], n_permutations, seed)
+    _, p_ident = paired_sign_flip_test(changed["ident"] - base["ident"], n_permutations, seed)
+    images = len(base["hit"])
+    hit_diff = np.asarray(changed["hit"], float).reshape(images, -1) - np.asarray(base["hit"], float).reshape(
+        images, -1
+    )
+    _, p_acc = paired_sign_flip_test(hit_diff, n_permutations, seed)
+    return [
+        {
+            "layer": layer,
+            "top1_rate": float(changed["top1"][:, r].mean()),
+            "baseline_top1_rate": float(base["top1"][:, r].mean()),
+            "p_top1": float(p_top1[r]),
+            "identifiability": float(changed["ident"][:, r].mean()),
+            "baseline_identifiability": float(base["ident"][:, r].mean()),
+            "p_identifiability": float(p_ident[r]),
+            "accuracy": float(changed["hit"].mean()),
+            "baseline_accuracy": float(base["hit"].mean()),
+            "p_accuracy": float(p_acc[0]),
+            "images": images,
+        }
+        for r, layer in enumerate(layers)
+    ]

@@ -30,7 +30,7 @@ import pandas as pd
 from ..engine.lens import Lens
 from ..engine.recipe import LensRecipe
 from ..engine.trace import identifiability_from_rank, layer_numbers
-from .identifiability import batch_token_groups, masked_token_mean, paired_sign_flip_test
+from .identifiability import batch_token_groups, masked_token_mean, paired_effect_rows, paired_sign_flip_test
 from .models import over_models, random_init_lens
 from .runner import Batch, Job, Ray, run
 
@@ -364,27 +364,9 @@ def _perturbation_frame(
     rows = []
     for k, name in enumerate(names):
         perturbed = {measure: columns[f"{k + 1}/{measure}"] for measure in ("ident", "top1", "hit")}
-        _, p_top1 = paired_sign_flip_test(perturbed["top1"] - base["top1"], n_permutations, seed + k)
-        _, p_ident = paired_sign_flip_test(perturbed["ident"] - base["ident"], n_permutations, seed + k)
-        _, p_acc = paired_sign_flip_test(perturbed["hit"] - base["hit"], n_permutations, seed + k)
-        for r, layer in enumerate(layer_numbers("resid", lens.depth)):
-            rows.append(
-                {
-                    "perturbation": name,
-                    "layer": layer,
-                    "tokens": tokens,
-                    "top1_rate": float(perturbed["top1"][:, r].mean()),
-                    "baseline_top1_rate": float(base["top1"][:, r].mean()),
-                    "p_top1": float(p_top1[r]),
-                    "identifiability": float(perturbed["ident"][:, r].mean()),
-                    "baseline_identifiability": float(base["ident"][:, r].mean()),
-                    "p_identifiability": float(p_ident[r]),
-                    "accuracy": float(perturbed["hit"].mean()),
-                    "baseline_accuracy": float(base["hit"].mean()),
-                    "p_accuracy": float(p_acc[0]),
-                    "images": len(base["hit"]),
-                }
-            )
+        layers = list(layer_numbers("resid", lens.depth))
+        for row in paired_effect_rows(perturbed, base, layers, n_permutations, seed + k):
+            rows.append({"perturbation": name, "layer": row["layer"], "tokens": tokens, **row})
     return pd.DataFrame(rows)
 
 

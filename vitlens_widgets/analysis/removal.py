@@ -17,7 +17,7 @@ import torch
 
 from ..engine.lens import Lens
 from ..engine.trace import identifiability_from_rank, layer_numbers, rank_of
-from .identifiability import batch_token_groups, paired_sign_flip_test
+from .identifiability import batch_token_groups, paired_effect_rows
 from .models import over_models
 from .runner import Batch, Job, Ray, run
 
@@ -163,28 +163,10 @@ def _removal_frame(lens: Lens, columns: dict[str, np.ndarray], n_permutations: i
         if not valid.any():
             continue
         values = {k: columns[f"{removed}/{k}"][valid] for k in REMOVAL_MEASURES}
-        _, p_top1 = paired_sign_flip_test(values["top1"] - values["base_top1"], n_permutations, seed + r)
-        _, p_ident = paired_sign_flip_test(values["ident"] - values["base_ident"], n_permutations, seed + r)
-        hit_diff = (values["hit"].astype(float) - values["base_hit"])[:, None]
-        _, p_acc = paired_sign_flip_test(hit_diff, n_permutations, seed + r)
-        for row, layer in enumerate(layers):
-            rows.append(
-                {
-                    "removed": removed,
-                    "kept": "object" if removed == "context" else "context",
-                    "layer": layer,
-                    "top1_rate": float(values["top1"][:, row].mean()),
-                    "baseline_top1_rate": float(values["base_top1"][:, row].mean()),
-                    "p_top1": float(p_top1[row]),
-                    "identifiability": float(values["ident"][:, row].mean()),
-                    "baseline_identifiability": float(values["base_ident"][:, row].mean()),
-                    "p_identifiability": float(p_ident[row]),
-                    "accuracy": float(values["hit"].mean()),
-                    "baseline_accuracy": float(values["base_hit"].mean()),
-                    "p_accuracy": float(p_acc[0]),
-                    "images": len(values["hit"]),
-                }
-            )
+        base = {measure: values[f"base_{measure}"] for measure in ("top1", "ident", "hit")}
+        kept = "object" if removed == "context" else "context"
+        for row in paired_effect_rows(values, base, layers, n_permutations, seed + r):
+            rows.append({"removed": removed, "kept": kept, **row})
     return pd.DataFrame(rows)
 
 
