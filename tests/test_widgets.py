@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -237,3 +239,22 @@ def test_trajectories_figure_for_notebooks(lens):
     np.testing.assert_allclose(lines[1].y, trace.identifiability("star", "mlp")[:, 1:].mean(axis=1), rtol=1e-6)
     assert list(lines[-1].x) == [2, 2]  # the layer marker
     assert [m.colors[0] for m in lines[:4]] == ["#1f77b4", "#7f7f7f", "#ff7f0e", "#2ca02c"]  # palette.json
+
+
+def test_an_explorer_session_never_imports_the_plotting_or_dataframe_stack():
+    """Opening the explorer draws a snapshot and answers memories and relevance: none of that needs
+    bqplot or pandas (65 MiB and 0.7 s of a student kernel's first paint when it crept in)."""
+    script = """
+import sys
+import vitlens_widgets as vl
+lens = vl.Lens.demo()
+explorer = vl.explore(lens, vl.data.shapes(2).images)
+explorer._ipython_display_()
+header, _ = explorer.service.answer({"kind": "memories", "id": 1, "site": "mlp", "layer": 2, "token": 5})
+assert header["kind"] == "memories", header
+explorer.relevance_method = "class_space"
+assert explorer.relevance_rows > 0
+print(sorted(m for m in ("bqplot", "pandas", "pyarrow") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -26,57 +26,11 @@ import torch
 from torch import nn
 
 from ..engine.lens import Lens
+from ..engine.memories import check_kind, memory_projections
 from ..engine.recipe import random_init_copy
 from .identifiability import batch_token_groups, paired_sign_flip_test, token_groups
 from .models import over_models
 from .runner import Batch, Job, Ray, run
-
-KINDS = ("mlp", "attn")
-
-
-def _check_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be 'mlp' or 'attn', got {kind!r}")
-    return kind
-
-
-def value_vectors(model: nn.Module, block: int, kind: str = "mlp") -> torch.Tensor:
-    """Value vectors of block ``block`` (1-based) as columns, ``[D, memories]``."""
-    _check_kind(kind)
-    blocks = list(model.blocks)
-    if not 1 <= block <= len(blocks):
-        raise ValueError(f"block must be 1..{len(blocks)}, got {block}")
-    sub = blocks[block - 1]
-    if kind == "mlp":
-        fc2 = getattr(sub.mlp, "fc2", None)
-        if not isinstance(fc2, nn.Linear):
-            raise ValueError(f"block {block}'s MLP has no linear fc2 layer; MLP memories need a timm Mlp")
-        return fc2.weight.detach()
-    return sub.attn.proj.weight.detach()
-
-
-def class_embeddings(model: nn.Module) -> torch.Tensor:
-    """The class embedding matrix ``[C, D]`` (for distilled DeiT, the mean of both heads)."""
-    head = model.head.weight.detach()
-    dist = getattr(model, "head_dist", None)
-    return (head + dist.weight.detach()) / 2 if isinstance(dist, nn.Linear) else head
-
-
-def memory_projections(model: nn.Module, block: int, kind: str = "mlp", normalize: bool = False) -> np.ndarray:
-    """float32 ``[C, memories]``: every value vector of a block read as class scores (``E @ v``).
-
-    ``normalize=True`` L2-normalises class embeddings and values first (cosine similarities).
-
-    Example:
-        >>> scores = memory_projections(lens.model, block=6)  # [C, memories]
-        >>> lens.class_names[scores[:, 0].argmax()]  # the class memory 0 writes most
-    """
-    values = value_vectors(model, block, kind).float()
-    embed = class_embeddings(model).float()
-    if normalize:
-        values = values / values.norm(dim=0, keepdim=True).clamp_min(1e-12)
-        embed = embed / embed.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return (embed @ values).cpu().numpy()
 
 
 def top_classes_per_memory(lens: Lens, block: int, kind: str = "mlp", k: int = 5) -> pd.DataFrame:
@@ -136,7 +90,7 @@ def class_value_agreement(
     """
     from scipy.stats import wilcoxon
 
-    _check_kind(kind)
+    check_kind(kind)
     baseline = random_model if random_model is not None else random_init_copy(lens.model, seed)
     rows = []
     for block in range(1, lens.depth + 1):
@@ -165,7 +119,7 @@ class KeyCapture:
     """
 
     def __init__(self, model: nn.Module, kind: str):
-        self.kind = _check_kind(kind)
+        self.kind = check_kind(kind)
         self.keys: list[torch.Tensor] = []
         self._thread = threading.get_ident()
         self._handles = []
@@ -251,7 +205,7 @@ def agreement_job(
     Example:
         >>> run(agreement_job("attn", definition="code"), lens, vl.data.shapes(50, seed=2), executor="ray")
     """
-    _check_kind(kind)
+    check_kind(kind)
     if definition not in KV_DEFINITIONS:
         raise ValueError(f"definition must be 'text' or 'code', got {definition!r}")
     if n_permutations < 1:

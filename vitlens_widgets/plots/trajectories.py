@@ -1,59 +1,19 @@
-"""Class-embedding trajectories: a metric of one class across layers, one line per token.
+"""Class-embedding trajectories as a bqplot figure, for notebooks that build their own plots.
 
-:func:`trajectory_lines` says which lines there are and in which colour (the same
-as the explorer's view and snapshot, from one palette); :func:`trajectories`
-draws them as a bqplot figure for notebooks that build their own plots.
+The lines and their colours are the explorer's own (:mod:`vitlens_widgets.widgets.lines`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import bqplot as bq
 import numpy as np
 
 from ..engine.trace import ClassLike, Trace, layer_numbers
+from ..widgets.lines import LINE_COLOURS, trajectory_lines
 from ..widgets.payload import metric_slices
-from ..widgets.specs import PALETTE, check_metric, site_spec
-
-LINE_COLOURS = PALETTE["lines"]
-
-
-@dataclass(frozen=True)
-class Line:
-    """One trajectory: ``token`` is a token index, or -1 for the mean of the image tokens."""
-
-    token: int
-    label: str
-    colour: str
-    values: np.ndarray  # [rows]
-
-
-def token_colour(position: int) -> str:
-    """The colour of the ``position``-th selected token (the grid outlines it in the same colour)."""
-    colours = LINE_COLOURS["tokens"]
-    return colours[position % len(colours)]
-
-
-def trajectory_lines(trace: Trace, values: np.ndarray, tokens: Sequence[int] = ()) -> list[Line]:
-    """[CLS] (when the model has it), the mean of the image tokens, then ``tokens`` in order, from ``values [rows, T]``.
-
-    Example:
-        >>> lines = trajectory_lines(trace, trace.identifiability("star"), tokens=[29])
-        >>> [line.label for line in lines], lines[0].colour  # the explorer's labels and palette
-    """
-    lines = []
-    if "cls" in trace.tokens.prefix:
-        cls_token = trace.tokens.prefix.index("cls")
-        lines.append(Line(cls_token, "[CLS]", LINE_COLOURS["cls"], values[:, cls_token]))
-    image = values[:, trace.tokens.image_tokens]
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(image, axis=1) if np.isfinite(image).any() else np.full(len(values), np.nan)
-    lines.append(Line(-1, "image tokens (mean)", LINE_COLOURS["mean"], mean))
-    for i, token in enumerate(tokens):
-        lines.append(Line(int(token), trace.tokens.names[token], token_colour(i), values[:, token]))
-    return lines
+from ..widgets.specs import check_metric, site_spec
 
 
 def trajectories(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from ..engine.memories import memory_projections
 from ..engine.trace import SITES, RankIndex, Trace, check_site
 from .specs import check_metric
 
@@ -85,8 +86,6 @@ def token_memories(
 ) -> dict[str, np.ndarray]:
     """The ``k`` memories of a block most activated by ``token`` (largest key coefficients), with the
     ``classes`` classes each one writes most strongly (``cache`` keeps each block's projections)."""
-    from ..analysis.memories import memory_projections
-
     keys = lens.memory_keys(trace, block, kind)[token]
     if np.isnan(keys).all():
         raise ValueError(f"token {token} was removed from the sequence: it activates no memory")

@@ -12,17 +12,14 @@ import base64
 import html
 import io
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..engine.trace import Trace, layer_numbers, layer_row
+from .lines import Line, trajectory_lines
 from .payload import metric_slices
 from .specs import METRIC_SPECS, PALETTE, SITE_SPECS
-
-if TYPE_CHECKING:
-    from ..plots.trajectories import Line
 
 # The view's colour stops and line colours (js/palette.ts reads the same file), so the picture matches the widget.
 HEAT_STOPS = {name: np.array(stops, dtype=np.float32) for name, stops in PALETTE["heat"].items()}
@@ -120,8 +117,6 @@ def snapshot_png(
     layers = list(layer_numbers(site, trace.depth))
     layer = layers[-1] if layer is None else layer
     grid = heatmap_image(trace, values[layer_row(site, layer, trace.depth)], metric)
-    from ..plots.trajectories import trajectory_lines
-
     lines = trajectory_lines(trace, values, selected)
     plot = trajectory_image(layers, lines, layer, metric, f"{metric} of {trace.class_names[cls]}")
     picture = Image.new("RGB", (GRID_PX + PLOT_W + 12, max(GRID_PX, PLOT_H)), "white")
