@@ -271,3 +271,26 @@ def test_rank_index_counts_like_rank_of_with_ties_and_removed_tokens(rng):
         np.testing.assert_array_equal(index.rank(cls), trace.rank(cls, "attn"))
         np.testing.assert_array_equal(index.identifiability(cls), trace.identifiability(cls, "attn"))
     assert (index.rank(5) == index.rank(0)).all() and index.rank(0).max() > 0
+
+
+def test_forget_logits_lets_go_of_projections_and_projects_the_same_bits_again(lens, rng):
+    trace = vl.Lens(make_model("vit")).trace(random_image(rng))
+    before = {site: trace.logits(site).copy() for site in ("resid", "attn", "mlp")}
+    log_partition = trace.log_partition("mlp").nbytes
+    held = trace.nbytes
+    freed = trace.forget_logits(keep=["resid"])
+    assert freed == before["attn"].nbytes + before["mlp"].nbytes
+    assert trace.nbytes == held - freed - log_partition
+    assert "resid" in trace._logits and "mlp" not in trace._logits and "mlp" not in trace._log_partition
+    for site, logits in before.items():
+        assert np.array_equal(trace.logits(site), logits)  # same bits, projected again
+    with pytest.raises(ValueError, match="site"):
+        trace.forget_logits(keep=["residual"])
+
+
+def test_forget_logits_keeps_logits_shared_with_a_batch(rng):
+    lens = vl.Lens(make_model("vit"))
+    batch = lens.trace_batch([random_image(rng) for _ in range(2)])
+    batch.logits("resid")
+    first = batch[0]
+    assert first.forget_logits() == 0 and "resid" in first._logits  # a view of the batch's array: nothing to free

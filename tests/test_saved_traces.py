@@ -75,3 +75,9 @@ def test_round_trip_for_a_family_with_prefix_tokens(tmp_path, rng):
     (item,) = other.load_traces(tmp_path / "g.vltrace")
     np.testing.assert_array_equal(other.trace(item).logits("attn"), lens.trace(image).logits("attn"))
     assert other.trace(image) is other.trace(item)  # the original image finds the loaded trace too
+
+
+def test_forget_logits_keeps_logits_loaded_from_the_file(saved):
+    lens = vl.Lens.demo()
+    trace = lens.trace(lens.load_traces(saved[0])[0])
+    assert trace.forget_logits() == 0 and set(trace._logits) == {"resid", "attn", "mlp"}

@@ -258,3 +258,23 @@ print(sorted(m for m in ("bqplot", "pandas", "pyarrow") if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_explorer_keeps_logits_only_for_the_site_and_image_on_screen(lens):
+    images = vl.data.shapes(2, seed=2).images
+    explorer = vl.explore(lens, images)
+    first = explorer.base_trace
+    for site in ("attn", "mlp", "resid"):
+        explorer.site = site
+        explorer.service.answer({"kind": "logits", "id": 1, "site": site, "start": 0, "stop": 1})
+    assert set(first._logits) == {"resid"}  # the sites left behind were let go
+    slice_before = explorer.service.answer(
+        {"kind": "slices", "id": 2, "site": "resid", "metric": "probability", "classes": [3]}
+    )[1][0].tobytes()
+    explorer.image_index = 1
+    assert first._logits == {} and lens.trace(images[0]) is first  # off screen: hidden states stay cached
+    explorer.image_index = 0
+    slice_after = explorer.service.answer(
+        {"kind": "slices", "id": 3, "site": "resid", "metric": "probability", "classes": [3]}
+    )[1][0].tobytes()
+    assert slice_after == slice_before  # projected again, to the same bits

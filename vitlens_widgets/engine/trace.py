@@ -197,6 +197,7 @@ class Trace:
     dropped: np.ndarray | None = field(default=None, repr=False)  # bool [T]: tokens removed from the sequence
     _logits: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _log_partition: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # site -> [rows, T]
+    _projected: set[str] = field(default_factory=set, repr=False)  # sites whose logits this trace computed itself
 
     @property
     def depth(self) -> int:
@@ -249,7 +250,27 @@ class Trace:
         check_site(site)
         if site not in self._logits:
             self._logits[site] = project(self.readout, self.hidden[site])
+            self._projected.add(site)
         return self._logits[site]
+
+    def forget_logits(self, keep: Sequence[str] = ()) -> int:
+        """Drop the logits this trace projected itself (and their log-partitions) for every site but ``keep``;
+        returns the bytes let go. They are projected again, to the same bits, when next asked for.
+
+        Logits loaded with the trace (``lens.load_traces``) or shared with a batch stay.
+        The explorer calls this for what is off screen (10 MB per site for ViT-B/16).
+
+        Example:
+            >>> trace.forget_logits(keep=["resid"])  # the attention and MLP logits go; hidden states stay
+        """
+        keep = {check_site(site) for site in keep}
+        freed = 0
+        for site in self._projected - keep:
+            logits = self._logits.pop(site, None)
+            freed += 0 if logits is None else logits.nbytes
+            self._log_partition.pop(site, None)
+        self._projected &= keep
+        return freed
 
     def probs(self, site: str = "resid") -> np.ndarray:
         """Softmax of :meth:`logits` over classes (computed fresh, not cached, to keep traces small).

@@ -124,7 +124,7 @@ class Explorer(anywidget.AnyWidget):
             base = self.lens.trace(self._images[index])
         except (ValueError, TypeError, OSError) as err:
             raise traitlets.TraitError(f"image {index} cannot be shown: {err}") from err
-        self.base_trace = base
+        previous, self.base_trace = self.base_trace, base
         with self.hold_sync():
             self.token_layout = layout_dict(base)
             self.image_png = png_bytes(base.image)
@@ -133,6 +133,9 @@ class Explorer(anywidget.AnyWidget):
             if layer is not None:
                 self.layer = layer
         self._retrace()
+        if previous is not base:
+            previous.forget_logits()  # off screen: its hidden states stay cached, its logits go
+            trim_heap()
 
     def perturbation_options(self) -> dict[str, Any]:
         """The current what-if settings as ``Lens.trace`` keyword arguments.
@@ -280,6 +283,9 @@ class Explorer(anywidget.AnyWidget):
         if self.layer < first:
             self.layer = first
         self._send_topk()
+        for trace in {id(t): t for t in (self.trace, self.base_trace)}.values():
+            trace.forget_logits(keep=[self.site])  # 10 MB per site for ViT-B/16; projected again if revisited
+        trim_heap()
 
     @traitlets.observe("image_index")
     @exclusive
