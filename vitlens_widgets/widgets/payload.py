@@ -64,9 +64,9 @@ def prefetch_classes(trace: Trace, limit: int = 64) -> list[int]:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """The crop as PNG bytes (lossless, small) for drawing under the token grid."""
+    """The crop as PNG bytes (lossless) for drawing under the token grid."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

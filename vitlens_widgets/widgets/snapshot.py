@@ -123,7 +123,7 @@ def snapshot_png(
     picture.paste(grid, (0, 0))
     picture.paste(plot, (GRID_PX + 12, (GRID_PX - PLOT_H) // 2))
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
+    picture.save(buffer, format="PNG")  # not optimize=True: 3% smaller for 6x the time (40 ms, in the first paint)
     return buffer.getvalue()
 
 
