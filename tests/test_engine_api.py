@@ -294,3 +294,17 @@ def test_forget_logits_keeps_logits_shared_with_a_batch(rng):
     batch.logits("resid")
     first = batch[0]
     assert first.forget_logits() == 0 and "resid" in first._logits  # a view of the batch's array: nothing to free
+
+
+def test_topk_probabilities_are_exactly_the_probability_metric(lens, rng):
+    """The explorer's hover panel (top-k) and its grid (probability metric) show the same number."""
+    own, image = vl.Lens(make_model("vit")), random_image(rng)
+    trace = own.trace(image)
+    top = trace.topk(k=3, site="attn")
+    last = trace.depth - 1  # the attention row of the last block
+    best = top.indices[last, 5, 0]
+    assert top.probs[last, 5, 0] == trace.class_probs([best], "attn")[0, last, 5]
+    fresh = own.trace(image, cache=False)  # one layer alone, no cached log-partition
+    at_layer = fresh.topk(k=3, site="attn", layer=trace.depth)
+    assert np.array_equal(at_layer.probs, top.probs[last]) and np.array_equal(at_layer.indices, top.indices[last])
+    assert (top.probs.sum(-1) <= 1 + 1e-6).all()

@@ -348,10 +348,11 @@ class Trace:
         """
         if not 1 <= check_int(k, "k") <= self.num_classes:
             raise ValueError(f"k must be between 1 and {self.num_classes}, got {k}")
-        logits = self.logits(site)
-        if layer is not None:
-            logits = logits[layer_row(site, layer, self.depth)]
-        return top_classes(logits, k, self.class_names)
+        if layer is None:
+            return top_classes(self.logits(site), k, self.class_names, self.log_partition(site))
+        row = layer_row(site, layer, self.depth)
+        cached = self._log_partition.get(site)  # one layer alone does not pay for the whole site's
+        return top_classes(self.logits(site)[row], k, self.class_names, None if cached is None else cached[row])
 
 
 def log_partition_of(logits: np.ndarray) -> np.ndarray:
@@ -361,7 +362,9 @@ def log_partition_of(logits: np.ndarray) -> np.ndarray:
     same numbers as the slice of the whole (the explorer sends it chunk by chunk).
     """
     peak = logits.max(axis=-1)
-    return (peak + np.log(np.exp(logits - peak[..., None]).sum(axis=-1))).astype(np.float32)
+    shifted = logits - peak[..., None]
+    np.exp(shifted, out=shifted)  # in place: one temporary of the logits' size, not two
+    return (peak + np.log(shifted.sum(axis=-1))).astype(np.float32)
 
 
 PROJECT_CHUNK_ROWS = 4096  # tokens per readout step: small enough to stay in cache, big enough for a fast GEMM
@@ -477,12 +480,18 @@ def identifiability_from_rank(rank: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def top_classes(logits: np.ndarray, k: int, class_names: Sequence[str]) -> TopK:
+def top_classes(
+    logits: np.ndarray, k: int, class_names: Sequence[str], log_partition: np.ndarray | None = None
+) -> TopK:
+    """The ``k`` highest classes of ``logits [..., C]``; probabilities as ``exp(logit - log_partition)``,
+    the explorer's formula, so a hovered token's top classes read exactly what its grid cell shows."""
     values, indices = torch.from_numpy(np.ascontiguousarray(logits)).topk(k, dim=-1)
-    probs = _softmax(logits)
-    top_probs = np.take_along_axis(probs, indices.numpy(), axis=-1)
-    names = np.asarray(class_names, dtype=object)[indices.numpy()].tolist()
-    return TopK(indices.numpy(), values.numpy(), top_probs.astype(np.float32), names)
+    values, indices = values.numpy(), indices.numpy()
+    if log_partition is None:
+        log_partition = log_partition_of(logits)
+    probs = np.exp(values - log_partition[..., None]).astype(np.float32)
+    names = np.asarray(class_names, dtype=object)[indices].tolist()
+    return TopK(indices, values, probs, names)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
