@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -57,20 +58,65 @@ def test_base_slices_come_from_the_unperturbed_trace(service):
     assert not np.array_equal(np.frombuffer(now[0], np.float32), np.frombuffer(base[0], np.float32))
 
 
-def test_identifiability_uses_a_rank_index_for_many_classes_only(service):
+def _blocked_rank_index(monkeypatch) -> threading.Event:
+    """Make every RankIndex wait for the returned event before sorting."""
+    release = threading.Event()
+    real = vl.Trace.rank_index
+
+    def slow(trace, site="resid"):
+        assert release.wait(30)
+        return real(trace, site)
+
+    monkeypatch.setattr(vl.Trace, "rank_index", slow)
+    return release
+
+
+def _background_done(service: ExplorerService) -> None:
+    service._builder.submit(lambda: None).result(timeout=30)  # one worker: everything before it ran
+
+
+def test_a_single_class_is_ranked_at_once_while_the_index_is_sorted_in_the_background(service, monkeypatch):
     service.show(service.trace, 0, 5, base=service.base_trace)
+    release = _blocked_rank_index(monkeypatch)
     ask = {"kind": "slices", "id": 1, "site": "mlp", "metric": "identifiability"}
+    for cls in range(3):  # answered while the index is still being sorted: never waits for it
+        _, buffers = service.answer({**ask, "classes": [cls]})
+        got = np.frombuffer(buffers[0], dtype=np.float32).reshape(3, 17)
+        np.testing.assert_array_equal(got, service.trace.identifiability(cls, "mlp"))
+    assert service._rank_index is None
+    release.set()
+    _background_done(service)
+    assert service._rank_index[0] == "mlp"  # later classes are a lookup, with the same numbers
     for cls in range(10):
         _, buffers = service.answer({**ask, "classes": [cls]})
         got = np.frombuffer(buffers[0], dtype=np.float32).reshape(3, 17)
         np.testing.assert_array_equal(got, service.trace.identifiability(cls, "mlp"))
-    assert service._rank_index is None  # single classes never wait for an index
-    _, buffers = service.answer({**ask, "classes": list(range(10))})  # every class: built once, then looked up
+
+
+def test_an_index_sorted_for_a_trace_no_longer_shown_is_dropped(service, lens, monkeypatch):
+    service.show(service.trace, 0, 6, base=service.base_trace)
+    release = _blocked_rank_index(monkeypatch)
+    service.answer({"kind": "slices", "id": 1, "site": "attn", "metric": "identifiability", "classes": [2]})
+    service.show(service.base_trace, 0, 7)  # the what-if turned off while the index was being sorted
+    release.set()
+    _background_done(service)
+    assert service._rank_index is None
+
+
+def test_many_classes_build_the_index_at_once_unless_it_is_too_large(service, monkeypatch):
+    service.show(service.trace, 0, 8, base=service.base_trace)
+    ask = {"kind": "slices", "id": 1, "site": "mlp", "metric": "identifiability", "classes": list(range(10))}
+    _, buffers = service.answer(ask)
     assert service._rank_index[0] == "mlp"
     got = np.frombuffer(buffers[0], dtype=np.float32).reshape(10, 3, 17)
     np.testing.assert_array_equal(got[7], service.trace.identifiability(7, "mlp"))
-    service.answer({**ask, "site": "resid", "classes": [1, 2]})
-    assert service._rank_index[0] == "mlp"  # a few classes on another site: ranked directly
+    service.show(service.trace, 0, 9, base=service.base_trace)
+    monkeypatch.setattr(service_module, "RANK_INDEX_BYTES", 100)  # a 21k-class head's index: 112 MB
+    _, buffers = service.answer(ask)
+    _background_done(service)
+    assert service._rank_index is None
+    got = np.frombuffer(buffers[0], dtype=np.float32).reshape(10, 3, 17)
+    np.testing.assert_array_equal(got[7], service.trace.identifiability(7, "mlp"))
 
 
 def test_logits_come_in_row_chunks_with_the_log_partition(service):

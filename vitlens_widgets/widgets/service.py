@@ -12,6 +12,7 @@ A lock makes each answer describe one trace: its numbers, image and version agre
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,11 @@ from .protocol import (
 LOGITS_TABLE_BYTES = 32 * 2**20  # largest logits table a view may hold (ViT-B/16: 10 MB); above it, classes one by one
 
 # A RankIndex sorts every token's logits once, about the cost of 40 single-class ranks for 1000 classes.
-# It is built for a request of this many classes (or all of them), never in a single class's path, where
-# it would make one interaction wait (160 ms for ViT-B/16 on 2 cores); single classes are ranked directly.
+# It is built at once for a request of this many classes (or all of them), but never in a single class's
+# path, where it would make one interaction wait (160 ms for ViT-B/16 on 2 cores): that class is ranked
+# directly (3-5 ms for ViT-B/16) while the index is built in a background thread for the classes after it.
 RANK_INDEX_MIN_CLASSES = 32
+RANK_INDEX_BYTES = 32 * 2**20  # largest index held (int16 ranks; ViT-B/16's residual stream: 5 MB)
 
 Reply = tuple[dict[str, Any], list[Any]]
 
@@ -58,6 +61,8 @@ class ExplorerService:
         self.image = 0
         self.version = 0
         self._rank_index: tuple[str, RankIndex] | None = None  # of the trace on screen, one site at a time
+        self._building: tuple[Trace, str] | None = None  # the index a background thread is sorting
+        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitlens-rank-index")
         self._memory_classes: dict[tuple[int, str], np.ndarray] = {}  # (block, kind) -> memories' top classes
         self._lock = threading.Lock()
 
@@ -67,12 +72,12 @@ class ExplorerService:
         with self._lock:
             self.trace, self.image, self.version = trace, image, version
             self.base_trace = trace if base is None else base
-            self._rank_index = None
+            self._rank_index = self._building = None
 
     def clear_cache(self) -> None:
         """Forget derived tables (rank index, memory projections); the trace's own caches are the trace's."""
         with self._lock:
-            self._rank_index = None
+            self._rank_index = self._building = None
             self._memory_classes.clear()
 
     def answer(self, content: Any) -> Reply:
@@ -118,13 +123,38 @@ class ExplorerService:
         return header, [memoryview(np.ascontiguousarray(data, dtype=np.float32))]
 
     def _rank_index_for(self, site: str, n_classes: int) -> RankIndex | None:
-        """The site's :class:`RankIndex` when it is held, or built for a request of many classes."""
+        """The site's :class:`RankIndex` when it is held, or built now for a request of many classes;
+        for a single class, ``None`` (rank it directly) and the index is built in the background."""
         if self._rank_index is not None and self._rank_index[0] == site:
             return self._rank_index[1]
-        if n_classes < min(RANK_INDEX_MIN_CLASSES, self.limits.num_classes):
+        rows, tokens, classes = self.trace.logits(site).shape
+        if rows * tokens * classes * 2 > RANK_INDEX_BYTES:
+            return None  # too large to hold: every class is ranked directly
+        if n_classes < min(RANK_INDEX_MIN_CLASSES, classes):
+            self._build_in_background(site)
             return None
         self._rank_index = (site, self.trace.rank_index(site))
         return self._rank_index[1]
+
+    def _build_in_background(self, site: str) -> None:
+        """Sort the site's logits in another thread (numpy lets go of the GIL), without the lock held,
+        and keep the index if the trace on screen is still the one it was built for."""
+        trace = self.trace
+        if self._is_building(trace, site):
+            return
+        self._building = (trace, site)
+
+        def build() -> None:
+            index = trace.rank_index(site)
+            with self._lock:
+                if self.trace is trace and self._is_building(trace, site):
+                    self._rank_index = (site, index)
+                    self._building = None
+
+        self._builder.submit(build)
+
+    def _is_building(self, trace: Trace, site: str) -> bool:
+        return self._building is not None and self._building[0] is trace and self._building[1] == site
 
     def _logits(self, request: LogitsRequest) -> Reply:
         """Rows ``start:stop`` of every class logit of a site, with each token's log-partition, so the view
