@@ -263,13 +263,13 @@ class Trace:
         Example:
             >>> trace.forget_logits(keep=["resid"])  # the attention and MLP logits go; hidden states stay
         """
-        keep = {check_site(site) for site in keep}
+        gone = self._projected - {check_site(site) for site in keep}
+        self._projected -= gone  # only these: a site projected meanwhile (another thread) stays forgettable
         freed = 0
-        for site in self._projected - keep:
+        for site in gone:
             logits = self._logits.pop(site, None)
             freed += 0 if logits is None else logits.nbytes
             self._log_partition.pop(site, None)
-        self._projected &= keep
         return freed
 
     def probs(self, site: str = "resid") -> np.ndarray:
