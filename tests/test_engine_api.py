@@ -308,3 +308,11 @@ def test_topk_probabilities_are_exactly_the_probability_metric(lens, rng):
     at_layer = fresh.topk(k=3, site="attn", layer=trace.depth)
     assert np.array_equal(at_layer.probs, top.probs[last]) and np.array_equal(at_layer.indices, top.indices[last])
     assert (top.probs.sum(-1) <= 1 + 1e-6).all()
+
+
+def test_log_partition_of_some_rows_equals_the_whole_sites_and_caches_nothing(rng):
+    trace = vl.Lens(make_model("vit")).trace(random_image(rng))
+    alone = trace.log_partition("attn", rows=slice(1, 2))  # computed for that row only
+    assert "attn" not in trace._log_partition
+    whole = trace.log_partition("attn")
+    assert np.array_equal(alone, whole[1:2]) and np.array_equal(trace.log_partition("attn", rows=0), whole[0])

@@ -293,12 +293,19 @@ class Trace:
         picked = np.moveaxis(self.logits(site)[..., indices], -1, 0)
         return np.exp(picked - self.log_partition(site)).astype(np.float32)
 
-    def log_partition(self, site: str = "resid") -> np.ndarray:
+    def log_partition(self, site: str = "resid", rows: int | slice | None = None) -> np.ndarray:
         """float32 ``[rows, T]``: log-sum-exp of the class logits per token (cached), so ``p_c = exp(logit_c - lse)``.
+
+        ``rows`` (an index or slice of the rows) reads the cached site when it is held,
+        otherwise computes those rows alone (the same numbers, not cached): one layer or
+        one chunk never pays for the whole site.
 
         Example:
             >>> np.exp(trace.logits("resid")[..., 3] - trace.log_partition("resid"))  # probability of class 3
         """
+        if rows is not None:
+            cached = self._log_partition.get(site)
+            return cached[rows] if cached is not None else log_partition_of(self.logits(site)[rows])
         if site not in self._log_partition:
             self._log_partition[site] = log_partition_of(self.logits(site))
         return self._log_partition[site]
@@ -351,8 +358,7 @@ class Trace:
         if layer is None:
             return top_classes(self.logits(site), k, self.class_names, self.log_partition(site))
         row = layer_row(site, layer, self.depth)
-        cached = self._log_partition.get(site)  # one layer alone does not pay for the whole site's
-        return top_classes(self.logits(site)[row], k, self.class_names, None if cached is None else cached[row])
+        return top_classes(self.logits(site)[row], k, self.class_names, self.log_partition(site, rows=row))
 
 
 def log_partition_of(logits: np.ndarray) -> np.ndarray:
@@ -430,7 +436,7 @@ class RankIndex:
     logit; tied classes share the better rank). Building it sorts each token's
     logits once, about as long as 40 single-class ranks (80 ms for ViT-B/16's
     residual stream); it holds an int16 ``[rows, T, C]`` table (5 MB there).
-    The explorer builds one for a request of many classes.
+    The explorer builds one for a request of many classes, or in the background for single ones.
 
     Example:
         >>> index = trace.rank_index("resid")
