@@ -170,6 +170,11 @@ export class ExplorerApp implements Actions {
     on("change:trace_version", () => this.store.setVersion(this.model.get("trace_version")));
     on("change:error", () => this.showError(this.model.get("error")));
     this.store.setVersion(this.model.get("trace_version") ?? 0);
+    const active = () => this.heartbeat.userActive(); // typing in the picker, hovering tokens
+    for (const event of ["keydown", "pointermove"] as const) {
+      this.root.addEventListener(event, active, { capture: true, passive: true });
+      this.cleanups.push(() => this.root.removeEventListener(event, active, { capture: true }));
+    }
   }
 
   private refreshImage(): void {
@@ -183,6 +188,7 @@ export class ExplorerApp implements Actions {
   // --- actions ---------------------------------------------------------------------------
   /** Change one piece of state as a user action does (also used by tests and benchmarks). */
   set<K extends keyof Traits>(name: K, value: Traits[K]): void {
+    this.heartbeat.userActive();
     this.model.set(name, value);
     if (name === "site") this.clampLayer();
     const relevanceClass = name === "cls" && !!this.model.get("relevance_method");

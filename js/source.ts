@@ -4,7 +4,7 @@
  */
 
 import type { ExplorerModel } from "./model";
-import { HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS } from "./timing";
+import { HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS, SETTLE_MS } from "./timing";
 import { type Answer, type AnyAsk, isReply, type Kind, type Reply, type Request } from "./protocol";
 
 export type Buffers = (DataView | ArrayBuffer)[];
@@ -15,6 +15,8 @@ export class SourceError extends Error {}
 export interface DataSource {
   /** The kinds of request this source answers (the exported page: slices only). */
   readonly serves: ReadonlySet<Kind>;
+  /** When it last answered anything (performance.now()); a source that answers pings keeps it. */
+  readonly lastAnswerAt?: number;
   ask<R extends AnyAsk>(request: R): Promise<[Answer<R["kind"]>, Buffers]>;
   dispose(): void;
 }
@@ -27,6 +29,7 @@ interface Pending {
 /** The kernel: requests go out as custom messages; replies are matched to them by id. */
 export class KernelSource implements DataSource {
   readonly serves: ReadonlySet<Kind> = new Set<Kind>(["ping", "slices", "logits", "memories"]);
+  lastAnswerAt = 0;
   private nextId = 1;
   private pending = new Map<number, Pending>();
   private readonly listener = (content: unknown, buffers: Buffers) =>
@@ -54,6 +57,7 @@ export class KernelSource implements DataSource {
 
   private receive(content: unknown, buffers: Buffers): void {
     if (!isReply(content)) return;
+    this.lastAnswerAt = performance.now();
     const waiting = content.id === null ? undefined : this.pending.get(content.id);
     if (!waiting) {
       if (content.kind === "error") this.onStrayError(content.message);
@@ -71,43 +75,80 @@ export class KernelSource implements DataSource {
   }
 }
 
-/** Pings the source; reports when it stops answering (the kernel died, restarted, or is busy for long). */
+export interface HeartbeatTiming {
+  intervalMs: number; // how often it checks
+  timeoutMs: number; // a ping unanswered this long means the source is gone
+  quietMs: number; // no ping until the user has paused this long
+  now: () => number;
+}
+
+/**
+ * Tells whether the source still answers (the kernel may die, restart, or be busy for long), without
+ * costing the user a frame: it pings only when nothing was answered for an interval, and never while
+ * the user is interacting, because the page's handling of the reply and of the kernel's busy/idle
+ * status messages would land in the frames the user is waiting for.
+ */
 export class Heartbeat {
   private timer: ReturnType<typeof setInterval> | undefined;
-  private lastPong = performance.now();
+  private pingSentAt: number | null = null; // the ping waiting for its pong
+  private lastActivity = -Infinity;
+  private alive = true;
+  private timing: HeartbeatTiming;
 
   constructor(
     private source: DataSource,
     private onChange: (alive: boolean) => void,
-    private intervalMs = HEARTBEAT_MS,
-    private timeoutMs = HEARTBEAT_TIMEOUT_MS,
-  ) {}
+    timing: Partial<HeartbeatTiming> = {},
+  ) {
+    this.timing = {
+      intervalMs: HEARTBEAT_MS,
+      timeoutMs: HEARTBEAT_TIMEOUT_MS,
+      quietMs: SETTLE_MS,
+      now: () => performance.now(),
+      ...timing,
+    };
+  }
 
   start(): void {
     if (!this.source.serves.has("ping")) return;
-    this.timer = setInterval(() => this.beat(), this.intervalMs);
+    this.timer = setInterval(() => this.beat(), this.timing.intervalMs);
   }
 
   stop(): void {
     clearInterval(this.timer);
   }
 
-  private waiting = false; // one ping at a time: a dead kernel does not pile them up
+  /** The user just did something: a ping waits until they pause. */
+  userActive(): void {
+    this.lastActivity = this.timing.now();
+  }
 
-  private beat(): void {
-    if (performance.now() - this.lastPong > this.timeoutMs) this.onChange(false);
-    if (this.waiting) return;
-    this.waiting = true;
+  /** One check (start() runs it every interval): report a ping unanswered for too long, or send one if due. */
+  beat(): void {
+    const { intervalMs, timeoutMs, quietMs, now } = this.timing;
+    const t = now();
+    if (this.pingSentAt !== null) {
+      if (t - this.pingSentAt > timeoutMs) this.report(false);
+      return; // one ping at a time: a dead kernel does not pile them up
+    }
+    if (t - (this.source.lastAnswerAt ?? -Infinity) < intervalMs) return this.report(true);
+    if (t - this.lastActivity < quietMs) return;
+    this.pingSentAt = t;
     this.source.ask({ kind: "ping" }).then(
       () => {
-        this.waiting = false;
-        this.lastPong = performance.now();
-        this.onChange(true);
+        this.pingSentAt = null;
+        this.report(true);
       },
       () => {
-        this.waiting = false;
-        this.onChange(false);
+        this.pingSentAt = null;
+        this.report(false);
       },
     );
+  }
+
+  private report(alive: boolean): void {
+    if (alive === this.alive) return;
+    this.alive = alive;
+    this.onChange(alive);
   }
 }

@@ -9,7 +9,10 @@ export const SETTLE_MS = 200;
 export const HOLD_FRAME_MS = 150;
 /** One layer per step when playing. */
 export const PLAY_MS = 700;
-/** The kernel is pinged this often; no answer for HEARTBEAT_TIMEOUT_MS means it is gone. */
+/**
+ * The kernel's liveness is checked this often (a ping, unless it just answered or the user is busy);
+ * a ping unanswered for HEARTBEAT_TIMEOUT_MS means it is gone.
+ */
 export const HEARTBEAT_MS = 3000;
 export const HEARTBEAT_TIMEOUT_MS = 8000;
 /** The class list closes this long after the picker loses focus, so a click on an option still lands. */
