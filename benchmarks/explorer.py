@@ -21,7 +21,9 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
 * the first class change after opening (the logits table still on its way for large
   models), and first paint: from running the cell (kernel warm) to the painted grid.
 
-``--no-busy-favicon`` measures the same with JupyterLab's busy-favicon plugin disabled.
+``--no-busy-favicon`` measures the same with JupyterLab's busy-favicon plugin disabled, and
+``--untracked-comm-msg`` with ``comm_msg`` added to the server's ``untracked_message_types`` (the
+page then ignores the kernel's busy/idle status around widget messages: what that handling costs).
 ``--tree PATH`` measures another checkout of the package (e.g. the previous main in a
 git worktree) with the same script, for side-by-side figures: the kernel imports that
 checkout and its bundle; the page-side probes below work with both explorers.
@@ -260,6 +262,22 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
     }
 
 
+def jupyter_config(no_busy_favicon: bool, untracked_comm_msg: bool) -> Path:
+    """A Jupyter config folder with the settings the benchmark's options ask for."""
+    root = Path(tempfile.mkdtemp())
+    if no_busy_favicon:
+        (root / "labconfig").mkdir()
+        page = {"disabledExtensions": {FAVICON_PLUGIN: True}}
+        (root / "labconfig" / "page_config.json").write_text(json.dumps(page))
+    if untracked_comm_msg:
+        from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
+
+        untracked = [*MappingKernelManager().untracked_message_types, "comm_msg"]
+        server = {"MappingKernelManager": {"untracked_message_types": untracked}}
+        (root / "jupyter_server_config.json").write_text(json.dumps(server))
+    return root
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -271,14 +289,16 @@ def main() -> None:
         action="store_true",
         help="disable JupyterLab's busy-favicon plugin (it repaints the tab icon on every kernel busy/idle)",
     )
+    parser.add_argument(
+        "--untracked-comm-msg",
+        action="store_true",
+        help="add comm_msg to the server's untracked_message_types (not a recommendation: see docs/benchmarks.md)",
+    )
     args = parser.parse_args()
     if args.tree:
         os.environ["PYTHONPATH"] = str(args.tree.resolve())  # the kernel imports that checkout's package
-    if args.no_busy_favicon:
-        config = Path(tempfile.mkdtemp()) / "labconfig"
-        config.mkdir()
-        (config / "page_config.json").write_text(json.dumps({"disabledExtensions": {FAVICON_PLUGIN: True}}))
-        os.environ["JUPYTER_CONFIG_PATH"] = str(config.parent)
+    if args.no_busy_favicon or args.untracked_comm_msg:
+        os.environ["JUPYTER_CONFIG_PATH"] = str(jupyter_config(args.no_busy_favicon, args.untracked_comm_msg))
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
