@@ -127,23 +127,25 @@ export class Heartbeat {
   beat(): void {
     const { intervalMs, timeoutMs, quietMs, now } = this.timing;
     const t = now();
-    if (this.pingSentAt !== null) {
+    const answeredAt = this.source.lastAnswerAt ?? -Infinity;
+    if (this.pingSentAt !== null && answeredAt < this.pingSentAt) {
       if (t - this.pingSentAt > timeoutMs) this.report(false);
       return; // one ping at a time: a dead kernel does not pile them up
     }
-    if (t - (this.source.lastAnswerAt ?? -Infinity) < intervalMs) return this.report(true);
+    this.pingSentAt = null; // answered since, by its pong or any other reply (a lost pong is no death)
+    if (t - answeredAt < intervalMs) return this.report(true);
     if (t - this.lastActivity < quietMs) return;
-    this.pingSentAt = t;
+    const sent = (this.pingSentAt = t);
     this.source.ask({ kind: "ping" }).then(
-      () => {
-        this.pingSentAt = null;
-        this.report(true);
-      },
-      () => {
-        this.pingSentAt = null;
-        this.report(false);
-      },
+      () => this.settle(sent, true),
+      () => this.settle(sent, false),
     );
+  }
+
+  private settle(sent: number, alive: boolean): void {
+    if (this.pingSentAt !== sent) return; // an answer since, or a later ping, took its place
+    this.pingSentAt = null;
+    this.report(alive);
   }
 
   private report(alive: boolean): void {

@@ -80,6 +80,19 @@ test("a ping unanswered past the timeout reports the kernel gone, once; its pong
   assert.deepEqual(changes, [false, true]);
 });
 
+test("any answer after a ping stands for its pong: a lost pong does not leave the view 'not responding'", () => {
+  const { clock, source, changes, heartbeat } = setup();
+  heartbeat.beat();
+  clock.t += 100;
+  source.lastAnswerAt = clock.t; // a slice request answered; the pong itself never comes
+  for (const step of [3000, 3000, 3000]) {
+    clock.t += step;
+    heartbeat.beat();
+  }
+  assert.deepEqual(changes, []);
+  assert.equal(source.pings.length, 2); // a fresh ping once that answer is an interval old
+});
+
 test("a failed ping reports the kernel gone at once", async () => {
   const { source, changes, heartbeat } = setup();
   heartbeat.beat();
