@@ -361,10 +361,10 @@ def _perturbation_frame(
     lens: Lens, columns: dict[str, np.ndarray], names: list[str], tokens: str, n_permutations: int, seed: int
 ) -> pd.DataFrame:
     base = {measure: columns[f"0/{measure}"] for measure in ("ident", "top1", "hit")}
+    layers = list(layer_numbers("resid", lens.depth))
     rows = []
     for k, name in enumerate(names):
         perturbed = {measure: columns[f"{k + 1}/{measure}"] for measure in ("ident", "top1", "hit")}
-        layers = list(layer_numbers("resid", lens.depth))
         for row in paired_effect_rows(perturbed, base, layers, n_permutations, seed + k):
             rows.append({"perturbation": name, "layer": row["layer"], "tokens": tokens, **row})
     return pd.DataFrame(rows)
