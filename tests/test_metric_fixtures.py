@@ -42,20 +42,49 @@ def engine_fixture() -> dict:
     }
 
 
-def test_fixture_matches_the_engine_today():
-    fresh = engine_fixture()
+FLOAT32_TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}  # a float32 recomputed on another machine; a stale file is far off
+
+
+def as_float(values: list) -> np.ndarray:
+    """A JSON list (null for NaN) as float64."""
+    return np.array(values, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def fresh() -> dict:
+    fixture = engine_fixture()
     if os.environ.get("VITLENS_UPDATE_FIXTURES") == "1":
-        FIXTURE.write_text(json.dumps(fresh, allow_nan=False))
-    saved = json.loads(FIXTURE.read_text())
+        FIXTURE.write_text(json.dumps(fixture, allow_nan=False))
+    return fixture
+
+
+@pytest.fixture(scope="module")
+def saved(fresh) -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def test_fixture_matches_the_engine_today(fresh, saved):
     assert saved["rows"] == fresh["rows"] and saved["classes"] == fresh["classes"]
-    as_float = lambda values: np.array(values, dtype=np.float64)  # noqa: E731
     np.testing.assert_allclose(as_float(saved["logits"]), as_float(fresh["logits"]), rtol=1e-5, atol=1e-5)
     assert sorted(saved["expected"]) == sorted(METRICS), "every metric has browser fixtures"
 
 
+def test_fixture_log_partition_is_the_engines(fresh, saved):
+    np.testing.assert_allclose(
+        as_float(saved["log_partition"]), as_float(fresh["log_partition"]), equal_nan=True, **FLOAT32_TOLERANCE
+    )
+
+
 @pytest.mark.parametrize("metric", METRICS)
-def test_fixture_covers_removed_tokens_and_every_class(metric):
-    saved = json.loads(FIXTURE.read_text())
+def test_fixture_expected_slices_are_the_engines(fresh, saved, metric):
+    """Every class, row and token of every metric: what js/metrics.ts is tested against is what the engine computes."""
+    np.testing.assert_allclose(
+        as_float(saved["expected"][metric]), as_float(fresh["expected"][metric]), equal_nan=True, **FLOAT32_TOLERANCE
+    )
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_fixture_covers_removed_tokens_and_every_class(saved, metric):
     values = np.array(saved["expected"][metric], dtype=np.float64)
     assert values.shape == (saved["classes"], saved["rows"], TOKENS)
     assert np.isnan(values[:, :, 3]).all() and not np.isnan(values[:, :, :3]).any()

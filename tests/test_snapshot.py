@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
+import json
 import re
 
 import numpy as np
@@ -13,9 +15,14 @@ from IPython.utils.capture import capture_output
 from PIL import Image
 
 import vitlens_widgets as vl
+from vitlens_widgets.widgets import snapshot
+from vitlens_widgets.widgets.payload import metric_slices
 from vitlens_widgets.widgets.snapshot import GRID_PX, HEAT_STOPS, colour_map, snapshot_png, trajectory_image
+from vitlens_widgets.widgets.specs import METRIC_SPECS, STATIC
 
 VIRIDIS = HEAT_STOPS["sequential"]
+PALETTE_FILE = json.loads((STATIC / "palette.json").read_text())  # the file js/grid.ts and js/palette.ts read
+OPACITY = PALETTE_FILE["heat_opacity"]
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +41,75 @@ def test_colour_map_matches_the_front_end_stops():
     assert middle.tolist() == [70, 22, 103]
 
 
-def test_heat_cells_blend_the_crop_with_the_metric_colour(lens, images):
+def _heat_map(png: bytes) -> np.ndarray:
+    """int ``[GRID_PX, GRID_PX, 3]``: the heat map part of a snapshot."""
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)[:GRID_PX, :GRID_PX]
+
+
+def _cell_centres(trace: vl.Trace):
+    """Per patch: (row, column, y, x) of its cell's centre pixel and the crop's pixel there."""
+    h, w = trace.tokens.grid
+    for r in range(h):
+        for c in range(w):
+            y, x = r * GRID_PX // h + GRID_PX // h // 2, c * GRID_PX // w + GRID_PX // w // 2
+            crop = trace.image[y * trace.image.shape[0] // GRID_PX, x * trace.image.shape[1] // GRID_PX]
+            yield r, c, y, x, crop.astype(float)
+
+
+def test_heat_cells_blend_the_crop_with_the_metric_colour_at_the_views_opacity(lens, images):
+    assert OPACITY == 0.62  # js/grid.ts's ALPHA
     trace = lens.trace(images[0])
     cls = trace.prediction.index
-    picture = np.asarray(Image.open(io.BytesIO(snapshot_png(trace, cls, layer=3))).convert("RGB")).astype(int)
+    picture = _heat_map(snapshot_png(trace, cls, layer=3))
     values = trace.identifiability(cls, "resid")[3, trace.tokens.image_tokens].reshape(trace.tokens.grid)
-    h, w = trace.tokens.grid
-    cell = GRID_PX // h
-    for r, c in [(0, 0), (3, 4), (h - 1, w - 1)]:
-        y, x = r * cell + cell // 2, c * cell + cell // 2
-        crop_pixel = trace.image[y * trace.image.shape[0] // GRID_PX, x * trace.image.shape[1] // GRID_PX]
-        expected = 0.45 * crop_pixel + 0.55 * colour_map(values[r, c], VIRIDIS)
-        assert np.abs(picture[y, x] - expected).max() <= 2
+    for r, c, y, x, crop in _cell_centres(trace):
+        expected = (1 - OPACITY) * crop + OPACITY * colour_map(values[r, c], VIRIDIS)
+        assert np.abs(picture[y, x] - expected).max() <= 1, (r, c)
+
+
+def test_diverging_colours_span_the_whole_slice_as_in_the_view(lens, images):
+    """scaleFor (js/palette.ts) is symmetric over every row and token of the slice, [CLS] included."""
+    trace = lens.trace(images[0])
+    cls = trace.prediction.index
+    whole = metric_slices(trace, "resid", "logit", [cls])[0]
+    bound = float(np.nanmax(np.abs(whole)))
+    layer = whole[3, trace.tokens.image_tokens].reshape(trace.tokens.grid)
+    assert np.nanmax(np.abs(layer)) < bound / 2  # the layer's own range would colour it quite differently
+    picture = _heat_map(snapshot_png(trace, cls, metric="logit", layer=3))
+    diverging = HEAT_STOPS["diverging"]
+    for r, c, y, x, crop in _cell_centres(trace):
+        colour = colour_map((layer[r, c] + bound) / (2 * bound), diverging)
+        assert np.abs(picture[y, x] - ((1 - OPACITY) * crop + OPACITY * colour)).max() <= 1, (r, c)
+
+
+def test_removed_tokens_are_left_unpainted(lens, images):
+    """A removed token's value is NaN: the view leaves its cell transparent (js/grid.ts), so the crop shows."""
+    removed = lens.tokens.token_at(2, 3)
+    trace = lens.trace(images[0], drop_tokens=[removed])
+    assert np.isnan(trace.identifiability(trace.prediction.index, "resid")[3, removed])
+    picture = _heat_map(snapshot_png(trace, trace.prediction.index, layer=3))
+    [(y, x, crop)] = [(y, x, crop) for r, c, y, x, crop in _cell_centres(trace) if (r, c) == (2, 3)]
+    assert np.abs(picture[y, x] - crop).max() <= 1
+
+
+def test_the_layer_marker_is_the_palettes(lens, images):
+    trace = lens.trace(images[0])
+    lines = vl.plots.trajectory_lines(trace, trace.identifiability(trace.prediction.index, "resid"))
+    picture = np.asarray(trajectory_image(range(7), lines, 3, "identifiability"))
+    marker = tuple(int(PALETTE_FILE["lines"]["marker"][i : i + 2], 16) for i in (1, 3, 5))
+    column = picture[:, 38 + (300 - 10 - 38) * 3 // 6]  # layer 3 of 0..6 between the plot's left and right edges
+    assert (column == marker).all(axis=1).sum() > 100  # most of the plot's height
+
+
+def test_titles_use_the_metric_label(lens, images, monkeypatch):
+    monkeypatch.setitem(METRIC_SPECS, "logit", dataclasses.replace(METRIC_SPECS["logit"], label="class logit"))
+    titles = []
+    draw = snapshot.trajectory_image
+    monkeypatch.setattr(snapshot, "trajectory_image", lambda *args: titles.append(args[-1]) or draw(*args))
+    trace = lens.trace(images[0])
+    snapshot_png(trace, 0, metric="logit")
+    assert titles == [f"class logit of {trace.class_names[0]}"]
+    assert "(no live kernel): class logit of class" in snapshot.describe(trace, 0, "resid", "logit", 6)
 
 
 def test_explorer_displays_the_widget_then_a_snapshot(lens, images):

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from ..engine.lens import Lens
-from ..engine.trace import rank_of
+from ..engine.trace import identifiability_from_rank, layer_numbers, rank_of
 from .models import over_models
 from .runner import iter_labelled
 
@@ -89,8 +89,7 @@ def probe_vs_projection(
         "image": list(range(layout.n_prefix, layout.n_tokens))
     }
     rows = []
-    for layer_row in range(test_hidden.shape[1]):
-        layer = layer_row if site == "resid" else layer_row + 1
+    for layer_row, layer in enumerate(layer_numbers(site, lens.depth)):
         for kind, positions in kinds.items():
             rows.append(_row(layer, kind, "projection", 0, test_logits[:, layer_row, positions], test_labels))
             for size in sizes:
@@ -130,7 +129,7 @@ def _row(layer: int, kind: str, method: str, size: int, scores: np.ndarray, labe
         "method": method,
         "train_images": size,
         "accuracy": float(strict_hits(scores, labels).mean()),
-        "identifiability": float((1.0 - ranks / scores.shape[-1]).mean()),
+        "identifiability": float(identifiability_from_rank(ranks, scores.shape[-1]).mean(dtype=np.float64)),
     }
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from ..data.shapes import shapes
 from ..demo.train import TEST_SEED
 from ..engine.lens import Lens
+from ..widgets.specs import SITE_SPECS
 from .identifiability import identifiability_by_block, object_context_test
 from .memories import class_value_agreement, key_value_agreement
 from .models import random_init_lens
@@ -295,7 +296,7 @@ def build_report(
         above_t = bool(lp.agreement > lp.random_class and lp.p_value < 0.05)
         above_c = bool(lc.agreement > lc.random_class and lc.p_value < 0.05)
         add(
-            f"key-value agreement ({'MLP' if kind == 'mlp' else 'attention'}) above a random class, last block",
+            f"key-value agreement ({SITE_SPECS[kind].label}) above a random class, last block",
             "agreement rises in late blocks, above the random-class baseline (figure)",
             f"text definition {lp.agreement:.3f} vs {lp.random_class:.3f}; code definition {lc.agreement:.3f} vs "
             f"{lc.random_class:.3f} (image tokens, correct images)",

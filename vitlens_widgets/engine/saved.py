@@ -23,7 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .trace import SITES, Trace
+from .trace import SITES, Trace, layer_numbers
 
 if TYPE_CHECKING:
     from .lens import Lens
@@ -128,7 +128,7 @@ def expected_layout(lens: Lens) -> dict[str, tuple[str, tuple[int, ...]]]:
     param = next(lens.model.parameters(), None)
     hidden_dtype = SAFETENSORS_DTYPES.get(param.dtype if param is not None else torch.float32, "F32")
     for site in SITES:
-        rows = depth + 1 if site == "resid" else depth
+        rows = len(layer_numbers(site, depth))
         layout[f"hidden.{site}"] = (hidden_dtype, (rows, tokens, width_d))
         layout[f"logits.{site}"] = ("F32", (rows, tokens, classes))
     return layout

@@ -25,7 +25,6 @@ import torch
 from .classes import ClassLike, ClassNames
 
 SITES: tuple[str, ...] = ("resid", "attn", "mlp")
-SITE_LABELS = {"resid": "residual stream", "attn": "attention update", "mlp": "MLP update"}
 
 
 def check_int(value: Any, name: str) -> int:

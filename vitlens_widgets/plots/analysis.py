@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import bqplot as bq
 import pandas as pd
 
-GROUP_COLOURS = {"cls": "#1f77b4", "image": "#7f7f7f", "object": "#ff7f0e", "context": "#2ca02c"}
+from ..widgets.lines import LINE_COLOURS
+
+# [CLS] and the image tokens (their mean) in the explorer's colours. Object and context tokens are groups the
+# explorer does not draw: their own colours (they equal the first two selected-token colours only by chance).
+GROUP_COLOURS = {"cls": LINE_COLOURS["cls"], "image": LINE_COLOURS["mean"], "object": "#ff7f0e", "context": "#2ca02c"}
+# Categorical colours of measures, perturbations, methods and models: no counterpart in the explorer.
 MEASURE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+# A reference line (random init, unperturbed) is drawn as the explorer draws its unperturbed lines: the palette's
+# baseline colour, dashed; where a figure has several, their markers tell them apart.
+BASELINE_MARKERS = ("circle", "square", "diamond", "triangle-up")
+
+
+class Series(NamedTuple):
+    """One line of a figure: ``x`` defaults to the figure's ``x``; ``dashed`` for a reference line."""
+
+    label: str
+    colour: str
+    y: list
+    x: list | None = None
+    dashed: bool = False
+    marker: str = "circle"
+
+
+def baseline(label: str, y: list, n: int = 0) -> Series:
+    """The ``n``-th reference line of a figure, in the palette's baseline colour, dashed."""
+    return Series(label, LINE_COLOURS["baseline"], y, dashed=True, marker=BASELINE_MARKERS[n % len(BASELINE_MARKERS)])
 
 
 def _lines_figure(
     x: Sequence[float],
-    series: list[tuple],
+    series: list[Series],
     x_label: str,
     y_label: str,
     title: str,
@@ -24,17 +49,17 @@ def _lines_figure(
     y_scale = bq.LinearScale(min=y_range[0], max=y_range[1]) if y_range else bq.LinearScale()
     marks = [
         bq.Lines(
-            x=list(x_values) if x_values is not None else list(x),
-            y=list(y),
+            x=list(line.x) if line.x is not None else list(x),
+            y=list(line.y),
             scales={"x": x_scale, "y": y_scale},
-            colors=[colour],
-            labels=[label],
+            colors=[line.colour],
+            labels=[line.label],
             display_legend=True,
-            marker="circle",
+            line_style="dashed" if line.dashed else "solid",
+            marker=line.marker,
             marker_size=24,
         )
-        for label, colour, y, *rest in series
-        for x_values in [rest[0] if rest else None]
+        for line in series
     ]
     axes = [
         bq.Axis(scale=x_scale, label=x_label, tick_format=x_format, tick_values=list(x)),
@@ -55,7 +80,7 @@ def identifiability_figure(df: pd.DataFrame, value: str = "identifiability") -> 
     series = []
     for group in [g for g in GROUP_COLOURS if g in set(df.tokens)]:
         rows = df[df.tokens == group].set_index("layer").reindex(layers)
-        series.append((group, GROUP_COLOURS[group], rows[value].tolist()))
+        series.append(Series(group, GROUP_COLOURS[group], rows[value].tolist()))
     site = df.site.iloc[0] if "site" in df else "resid"
     return _lines_figure(layers, series, "layer", value, f"{value} of the true class ({site})")
 
@@ -71,7 +96,7 @@ def sublayer_figure(df: pd.DataFrame, tokens: str = "image") -> bq.Figure:
     rows = df[df.tokens == tokens].sort_values("block")
     if rows.empty:
         raise ValueError(f"no rows for token group {tokens!r}; available: {sorted(set(df.tokens))}")
-    series = [(m, MEASURE_COLOURS[i], rows[m].tolist()) for i, m in enumerate(MEASURES)]
+    series = [Series(m, MEASURE_COLOURS[i], rows[m].tolist()) for i, m in enumerate(MEASURES)]
     return _lines_figure(
         rows.block.tolist(), series, "block", "share of tokens", f"what the sublayers add ({tokens} tokens)"
     )
@@ -89,9 +114,7 @@ def perturbation_figure(df: pd.DataFrame, tokens: str = "image") -> bq.Figure:
     layers = sorted(rows.layer.unique())
     series = []
     for i, (name, part) in enumerate(rows.groupby("perturbation", sort=False)):
-        series.append(
-            (name, MEASURE_COLOURS[i % len(MEASURE_COLOURS)], part.set_index("layer").reindex(layers).change.tolist())
-        )
+        series.append(Series(name, _colour(i), part.set_index("layer").reindex(layers).change.tolist()))
     return _lines_figure(layers, series, "layer", "change in identifiability", f"perturbations ({tokens} tokens)", None)
 
 
@@ -108,9 +131,8 @@ def memory_agreement_figure(df: pd.DataFrame) -> bq.Figure:
     series = []
     for i, (kind, part) in enumerate(df.groupby("kind", sort=False)):
         rows = part.set_index("block").reindex(blocks)
-        colour = MEASURE_COLOURS[i % len(MEASURE_COLOURS)]
-        series.append((f"{kind} (trained)", colour, rows.trained.tolist()))
-        series.append((f"{kind} (random init)", "#bbbbbb" if i == 0 else "#888888", rows.random.tolist()))
+        series.append(Series(f"{kind} (trained)", _colour(i), rows.trained.tolist()))
+        series.append(baseline(f"{kind} (random init)", rows.random.tolist(), i))
     return _lines_figure(blocks, series, "block", "best cosine per class (mean)", "class-value agreement")
 
 
@@ -128,12 +150,10 @@ def random_init_figure(df: pd.DataFrame, value: str = "identifiability") -> bq.F
     """
     layers = sorted(df.layer.unique())
     series = []
-    for group in ("cls", "image"):
+    for i, group in enumerate(("cls", "image")):
         rows = df[df.tokens == group].set_index("layer").reindex(layers)
-        series.append((f"{group} (trained)", GROUP_COLOURS[group], rows[value].tolist()))
-        series.append(
-            (f"{group} (random init)", "#bbbbbb" if group == "cls" else "#888888", rows[f"random_{value}"].tolist())
-        )
+        series.append(Series(f"{group} (trained)", GROUP_COLOURS[group], rows[value].tolist()))
+        series.append(baseline(f"{group} (random init)", rows[f"random_{value}"].tolist(), i))
     return _lines_figure(layers, series, "layer", value, f"{value}: trained vs random init")
 
 
@@ -150,7 +170,7 @@ def location_gain_figure(df: pd.DataFrame) -> bq.Figure:
     for kind, part in df.groupby("kind", sort=False):
         rows = part.set_index("block").reindex(blocks)
         for group in ("object", "context"):
-            series.append((f"{kind}: {group}", GROUP_COLOURS[group], rows[group].tolist()))
+            series.append(Series(f"{kind}: {group}", GROUP_COLOURS[group], rows[group].tolist()))
     return _lines_figure(blocks, series, "block", "share of tokens gaining", "sublayer gain rate, object vs context")
 
 
@@ -164,13 +184,11 @@ def context_removal_figure(df: pd.DataFrame) -> bq.Figure:
     """
     layers = sorted(df.layer.unique())
     series = []
-    for removed, part in df.groupby("removed", sort=False):
+    for i, (removed, part) in enumerate(df.groupby("removed", sort=False)):
         rows = part.set_index("layer").reindex(layers)
         kept = rows.kept.iloc[0]
-        series.append((f"{kept}, {removed} removed", GROUP_COLOURS[kept], rows.top1_rate.tolist()))
-        series.append(
-            (f"{kept}, unperturbed", "#888888" if kept == "object" else "#bbbbbb", rows.baseline_top1_rate.tolist())
-        )
+        series.append(Series(f"{kept}, {removed} removed", GROUP_COLOURS[kept], rows.top1_rate.tolist()))
+        series.append(baseline(f"{kept}, unperturbed", rows.baseline_top1_rate.tolist(), i))
     return _lines_figure(layers, series, "layer", "top-1 rate of the remaining tokens", "context removal")
 
 
@@ -189,7 +207,7 @@ def removal_curves_figure(curves: pd.DataFrame, direction: str = "negative") -> 
         raise ValueError(f"no {direction!r} curves; available: {sorted(set(curves.direction))}")
     fractions = sorted(rows.fraction.unique())
     series = [
-        (name, _colour(i), part.set_index("fraction").reindex(fractions).accuracy.tolist())
+        Series(name, _colour(i), part.set_index("fraction").reindex(fractions).accuracy.tolist())
         for i, (name, part) in enumerate(rows.groupby("method", sort=False))
     ]
     order = "least" if direction == "negative" else "most"
@@ -220,7 +238,7 @@ def model_comparison_figure(df: pd.DataFrame, tokens: str = "image", value: str 
     for i, (name, part) in enumerate(rows.groupby("model", sort=False)):
         part = part.sort_values("layer")
         depth = part.layer.max()
-        series.append((str(name), _colour(i), part[value].tolist(), (part.layer / depth).tolist()))
+        series.append(Series(str(name), _colour(i), part[value].tolist(), (part.layer / depth).tolist()))
     ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
     return _lines_figure(
         ticks, series, "layer / blocks", value, f"{value} of the true class ({tokens} tokens)", x_format=".2f"

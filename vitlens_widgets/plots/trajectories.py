@@ -11,9 +11,9 @@ import bqplot as bq
 import numpy as np
 
 from ..engine.trace import ClassLike, Trace, layer_numbers
-from ..widgets.lines import LINE_COLOURS, trajectory_lines
+from ..widgets.lines import LINE_COLOURS, trajectory_lines, value_range
 from ..widgets.payload import metric_slices
-from ..widgets.specs import check_metric, site_spec
+from ..widgets.specs import METRIC_SPECS, check_metric, site_spec
 
 
 def trajectories(
@@ -35,7 +35,8 @@ def trajectories(
     values = metric_slices(trace, site, metric, [trace.class_index(cls)])[0]
     x = np.asarray(layer_numbers(site, trace.depth), dtype=float)
     lines = trajectory_lines(trace, values, [trace.tokens.check_token(t) for t in tokens])
-    low, high = (0.0, 1.0) if metric != "logit" else (float(np.nanmin(values)), float(np.nanmax(values)))
+    low, high = value_range(metric, lines)
+    label = METRIC_SPECS[metric].label
     x_scale, y_scale = bq.LinearScale(min=float(x[0]), max=float(x[-1])), bq.LinearScale(min=low, max=high)
     scales = {"x": x_scale, "y": y_scale}
     marks = [
@@ -60,12 +61,12 @@ def trajectories(
         )
     axes = [
         bq.Axis(scale=x_scale, label=f"layer ({spec.label})", tick_format="d", tick_values=x, grid_lines="none"),
-        bq.Axis(scale=y_scale, orientation="vertical", label=metric, tick_format=".2f"),
+        bq.Axis(scale=y_scale, orientation="vertical", label=label, tick_format=".2f"),
     ]
     return bq.Figure(
         marks=marks,
         axes=axes,
-        title=f"{metric} of '{trace.class_names[trace.class_index(cls)]}' across layers",
+        title=f"{label} of '{trace.class_names[trace.class_index(cls)]}' across layers",
         legend_location="top-right",
         fig_margin={"top": 30, "bottom": 40, "left": 55, "right": 110},
         layout={"height": "280px", "width": "100%"},

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.trace import Trace
-from .specs import PALETTE
+from .specs import METRIC_SPECS, PALETTE
 
 LINE_COLOURS = PALETTE["lines"]
 
@@ -52,3 +52,17 @@ def trajectory_lines(trace: Trace, values: np.ndarray, tokens: Sequence[int] = (
     for i, token in enumerate(tokens):
         lines.append(Line(int(token), trace.tokens.names[token], token_colour(i), values[:, token]))
     return lines
+
+
+def value_range(metric: str, lines: Sequence[Line]) -> tuple[float, float]:
+    """The y range of a trajectory chart: the metric's own, else the finite values of ``lines``
+    (as the view's ``finiteRange``: a flat line spans 1, no finite value gives ``(0, 1)``)."""
+    fixed = METRIC_SPECS[metric].value_range
+    if fixed is not None:
+        return float(fixed[0]), float(fixed[1])
+    values = np.concatenate([line.values for line in lines]) if lines else np.empty(0)
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    return low, high if high > low else low + 1.0

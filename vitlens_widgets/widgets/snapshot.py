@@ -17,12 +17,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..engine.trace import Trace, layer_numbers, layer_row
-from .lines import Line, trajectory_lines
+from .lines import LINE_COLOURS, Line, trajectory_lines, value_range
 from .payload import metric_slices
 from .specs import METRIC_SPECS, PALETTE, SITE_SPECS
 
-# The view's colour stops and line colours (js/palette.ts reads the same file), so the picture matches the widget.
+# The view's colour stops, line colours and heat opacity (js/palette.ts reads the same file), so the picture
+# matches the widget.
 HEAT_STOPS = {name: np.array(stops, dtype=np.float32) for name, stops in PALETTE["heat"].items()}
+HEAT_OPACITY = float(PALETTE["heat_opacity"])
 GRID_PX = 256  # side of the heat map in the picture
 PLOT_W, PLOT_H = 300, 200
 SNAPSHOT_CLASS = "vitlens-snapshot"
@@ -36,25 +38,44 @@ def colour_map(values: np.ndarray, stops: np.ndarray) -> np.ndarray:
     return np.round(stops[i] + (stops[i + 1] - stops[i]) * f).astype(np.uint8)
 
 
-def _unit_values(values: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Map metric values to [0, 1] and pick the colour stops, from the metric's descriptor (as the view does)."""
-    spec = METRIC_SPECS[metric]
-    if spec.value_range is None:
-        bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
-        bound = bound or 1.0
-        return (values + bound) / (2 * bound), HEAT_STOPS[spec.scale]
-    low, high = spec.value_range
-    return (values - low) / (high - low), HEAT_STOPS[spec.scale]
+def colour_range(metric: str, values: np.ndarray) -> tuple[float, float]:
+    """The metric's fixed range, or one symmetric around 0 over every finite value of ``values``.
+
+    Pass the whole slice (``[rows, T]``, [CLS] included): the view's ``scaleFor`` (js/palette.ts) does, so a
+    layer's colours compare across layers.
+    """
+    fixed = METRIC_SPECS[metric].value_range
+    if fixed is not None:
+        return float(fixed[0]), float(fixed[1])
+    finite = np.abs(values[np.isfinite(values)])
+    bound = float(finite.max()) if finite.size else 0.0
+    bound = bound or 1.0
+    return -bound, bound
 
 
-def heatmap_image(trace: Trace, values: np.ndarray, metric: str, size: int = GRID_PX) -> Image.Image:
-    """The input crop with one translucent cell per patch coloured by ``values`` (``[T]`` for one layer)."""
+def heat_cells(values: np.ndarray, metric: str, bounds: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 colours ``[h, w, 3]`` of patch ``values [h, w]`` and their opacity ``[h, w]`` (0: NaN, left unpainted)."""
+    low, high = bounds
+    colours = colour_map((values - low) / (high - low if high > low else 1.0), HEAT_STOPS[METRIC_SPECS[metric].scale])
+    return colours, np.where(np.isfinite(values), HEAT_OPACITY, 0.0).astype(np.float32)
+
+
+def heatmap_image(
+    trace: Trace, values: np.ndarray, metric: str, size: int = GRID_PX, bounds: tuple[float, float] | None = None
+) -> Image.Image:
+    """The input crop with one translucent cell per patch coloured by ``values`` (``[T]`` for one layer).
+
+    ``bounds`` map values to colours (default: :func:`colour_range` of ``values``).
+    """
     h, w = trace.tokens.grid
-    unit, stops = _unit_values(values[trace.tokens.image_tokens].reshape(h, w), metric)
-    cells = Image.fromarray(colour_map(unit, stops)).resize((size, size), Image.Resampling.NEAREST)
+    colours, opacity = heat_cells(
+        values[trace.tokens.image_tokens].reshape(h, w), metric, bounds or colour_range(metric, values)
+    )
+    cells = np.asarray(Image.fromarray(colours).resize((size, size), Image.Resampling.NEAREST), dtype=np.float32)
+    alpha = np.asarray(Image.fromarray(opacity).resize((size, size), Image.Resampling.NEAREST))[..., None]
     resample = Image.Resampling.NEAREST if trace.image.shape[0] < size else Image.Resampling.BILINEAR
-    crop = Image.fromarray(trace.image).convert("RGB").resize((size, size), resample)
-    picture = Image.blend(crop, cells, 0.55)
+    crop = np.asarray(Image.fromarray(trace.image).convert("RGB").resize((size, size), resample), dtype=np.float32)
+    picture = Image.fromarray(np.round(crop * (1 - alpha) + cells * alpha).astype(np.uint8))
     draw = ImageDraw.Draw(picture)
     for k in range(1, w):
         draw.line([(k * size / w, 0), (k * size / w, size)], fill=(255, 255, 255), width=1)
@@ -71,10 +92,7 @@ def trajectory_image(
     picture = Image.new("RGB", (PLOT_W, PLOT_H), "white")
     draw = ImageDraw.Draw(picture)
     left, top, right, bottom = 38, 22, PLOT_W - 10, PLOT_H - 48
-    values = np.concatenate([line.values for line in lines])
-    value_range = METRIC_SPECS[metric].value_range
-    lo, hi = value_range if value_range is not None else (float(np.nanmin(values)), float(np.nanmax(values)))
-    hi = hi if hi > lo else lo + 1.0
+    lo, hi = value_range(metric, lines)
 
     def xy(layer: int, value: float) -> tuple[float, float]:
         x = left + (right - left) * (layer - layers[0]) / max(1, layers[-1] - layers[0])
@@ -83,7 +101,7 @@ def trajectory_image(
     draw.text((left, 4), title[:48], fill=(40, 40, 40), font=font)
     draw.rectangle([left, top, right, bottom], outline=(160, 160, 160))
     marker_x = xy(current, lo)[0]
-    draw.line([(marker_x, top), (marker_x, bottom)], fill=(150, 150, 150), width=1)
+    draw.line([(marker_x, top), (marker_x, bottom)], fill=_rgb(LINE_COLOURS["marker"]), width=1)
     for value in (lo, hi):
         draw.text((2, xy(layers[0], value)[1] - 6), f"{value:.2g}", fill=(80, 80, 80), font=font)
     draw.text((left, bottom + 3), f"layer {layers[0]}", fill=(80, 80, 80), font=font)
@@ -116,9 +134,10 @@ def snapshot_png(
     values = metric_slices(trace, site, metric, [cls])[0]  # [rows, T]
     layers = list(layer_numbers(site, trace.depth))
     layer = layers[-1] if layer is None else layer
-    grid = heatmap_image(trace, values[layer_row(site, layer, trace.depth)], metric)
+    row = values[layer_row(site, layer, trace.depth)]
+    grid = heatmap_image(trace, row, metric, bounds=colour_range(metric, values))
     lines = trajectory_lines(trace, values, selected)
-    plot = trajectory_image(layers, lines, layer, metric, f"{metric} of {trace.class_names[cls]}")
+    plot = trajectory_image(layers, lines, layer, metric, f"{METRIC_SPECS[metric].label} of {trace.class_names[cls]}")
     picture = Image.new("RGB", (GRID_PX + PLOT_W + 12, max(GRID_PX, PLOT_H)), "white")
     picture.paste(grid, (0, 0))
     picture.paste(plot, (GRID_PX + 12, (GRID_PX - PLOT_H) // 2))
@@ -140,7 +159,7 @@ def snapshot_html(png: bytes, caption: str) -> str:
 def describe(trace: Trace, cls: int, site: str, metric: str, layer: int) -> str:
     """One line saying what a snapshot shows."""
     return (
-        f"Static snapshot of the explorer (no live kernel): {metric} of class "
+        f"Static snapshot of the explorer (no live kernel): {METRIC_SPECS[metric].label} of class "
         f"'{trace.class_names[cls]}' in the {SITE_SPECS[site].label} at layer {layer}. "
         "Run the notebook to explore interactively."
     )
