@@ -1,4 +1,4 @@
-"""The explorer in each host, as a Playwright page: Jupyter Notebook 7, marimo and the exported page.
+"""The explorer in each host, as a Playwright page: JupyterLab, Notebook 7, marimo and the exported page.
 
 Every host runs the same kernel code (:data:`EXPLORE`) and answers the same two probes, so one test
 body covers them all: :meth:`Host.report` asks the kernel for the widget's traits (view → Python),
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page
 
-from .jupyter import free_port, write_notebook
+from .jupyter import free_port, running_lab, write_notebook
 
 EXPLORE = """\
 import vitlens_widgets as vl
@@ -246,11 +246,21 @@ def exported(browser: Browser, root: Path) -> Iterator[Host]:
     path = root / "explorer.html"
     vl.export_html(vl.Lens.demo(), vl.data.shapes(3, seed=2).images, path)
     page, errors = new_page(browser)
+    page.route(
+        re.compile(r"^(https?|wss?)://"), lambda route: (errors.append(f"network: {route.request.url}"), route.abort())
+    )
     page.goto(path.as_uri())
     wait_for_explorer(page)
-    yield Host("exported", page, None, None, errors)
+    yield Host("exported", page, None, None, errors)  # a network request shows up as an error
     page.close()
 
 
-# JupyterLab: test_explorer_browser.py shows the same cell; `running_lab` + `jupyter_host` would add it here.
-HOSTS = {"notebook7": notebook7, "marimo": marimo, "exported": exported}
+@contextlib.contextmanager
+def jupyterlab(browser: Browser, root: Path) -> Iterator[Host]:
+    """JupyterLab 4 with the same notebook (Lab-only checks: test_explorer_browser.py)."""
+    write_explore_notebook(root / "explore.ipynb")
+    with running_lab(root) as lab:
+        yield from jupyter_host("jupyterlab", browser, lab.url("explore.ipynb"))
+
+
+HOSTS = {"jupyterlab": jupyterlab, "notebook7": notebook7, "marimo": marimo, "exported": exported}

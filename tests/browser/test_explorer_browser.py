@@ -199,7 +199,9 @@ def test_keyboard_moves_through_the_grid_without_triggering_jupyterlab_shortcuts
     assert focused == "patch row 2, column 2"
     for key in ("a", "b", "d", "x", "m"):  # JupyterLab command-mode shortcuts
         page.keyboard.press(key)
+    page.wait_for_timeout(300)
     assert page.locator(".jp-Notebook .jp-Cell").count() == cells
+    assert page.locator(".jp-Notebook .jp-MarkdownCell").count() == 0  # "m" turned no cell to Markdown
 
 
 def test_what_if_perturbations_retrace_live(lab_page):
@@ -423,4 +425,25 @@ def test_exported_page_survives_hostile_class_names(browser, tmp_path: Path):
     page.get_by_role("combobox", name="Class").fill("<!--")
     assert page.get_by_role("option", name="<!--<script").count() == 1  # shown as text, not markup
     assert errors == []
+    page.close()
+
+
+def rgb(css_colour: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in re.findall(r"\d+", css_colour)[:3])
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_exported_page_follows_the_colour_scheme(browser, tmp_path: Path, scheme: str):
+    import vitlens_widgets as vl
+
+    path = tmp_path / "explorer.html"
+    vl.export_html(vl.Lens.demo(), vl.data.shapes(1, seed=2).images, path)
+    page = browser.new_page(color_scheme=scheme)
+    page.goto(path.as_uri())
+    page.locator(".vl-explorer:not(.vl-loading)").wait_for()
+    style = page.locator(".vl-explorer").evaluate(
+        "e => [getComputedStyle(e).color, getComputedStyle(e).backgroundColor]"
+    )
+    text, background = (sum(rgb(c)) / 3 for c in style)
+    assert (text > 200 and background < 50) if scheme == "dark" else (text < 50 and background > 200)
     page.close()

@@ -1,13 +1,17 @@
-"""The explorer in Jupyter Notebook 7, marimo and the exported page, driven in Debian's Chromium, on values."""
+"""The explorer in JupyterLab, Jupyter Notebook 7, marimo and the exported page, driven in Debian's Chromium, on values."""
 
 from __future__ import annotations
 
+import json
 import time
+from functools import cache
 
+import numpy as np
 import pytest
 from playwright.sync_api import Locator, Page
 
 import vitlens_widgets as vl
+from vitlens_widgets.widgets.specs import METRIC_SPECS, SITE_SPECS, STATIC
 
 from .hosts import HOSTS, Host
 from .jupyter import CHROMIUM, chromium_available
@@ -88,6 +92,55 @@ def pick_other_class(page: Page) -> str:
 def series(page: Page) -> dict[int, str]:
     """Trajectory lines: token index → the polyline's ``points``."""
     return dict(page.locator(SERIES).evaluate_all(POINTS))
+
+
+@cache
+def demo_trace():
+    """The first image's trace, computed here as the hosts' kernels compute it (``hosts.EXPLORE``)."""
+    return vl.Lens.demo().trace(vl.data.shapes(3, seed=2).images[0])
+
+
+def sequential_colour(value: float) -> np.ndarray:
+    """The palette's sequential heat colour of ``value`` in 0..1 (the view's interpolation)."""
+    stops = np.array(json.loads((STATIC / "palette.json").read_text())["heat"]["sequential"], float)
+    x = min(1.0, max(0.0, value)) * (len(stops) - 1)
+    i = min(len(stops) - 2, int(x))
+    return stops[i] + (stops[i + 1] - stops[i]) * (x - i)
+
+
+SITE_LABELS = [spec.label for spec in SITE_SPECS.values()]
+METRIC_LABELS = [spec.label for spec in METRIC_SPECS.values()]
+
+
+def shown_class(page: Page) -> int:
+    return vl.Lens.demo().class_index(page.get_by_role("combobox", name="Class").input_value())
+
+
+def cls_line_values(trajectories: Locator) -> list[float]:
+    """The [CLS] line's values, read back from its points through the y axis (drawn from lo to hi)."""
+    axis = trajectories.locator("line.vl-axis").nth(1)
+    y_lo, y_hi = float(axis.get_attribute("y1")), float(axis.get_attribute("y2"))
+    lo, hi = 0.0, 1.0  # identifiability's fixed range (METRIC_SPECS)
+    points = trajectories.locator("polyline.vl-series[data-token='0']").first.get_attribute("points")
+    return [lo + (y_lo - float(p.split(",")[1])) / (y_lo - y_hi) * (hi - lo) for p in points.split()]
+
+
+def test_the_grid_shows_the_engines_identifiability(host: Host):
+    """Each patch's colour is the palette colour of the engine's value for that token, class and layer."""
+    page = host.page
+    move_layer(page, "End")
+    page.locator(".vl-explorer:not(.vl-loading)").wait_for()
+    trace = demo_trace()
+    values = trace.identifiability(shown_class(page), "resid")[trace.depth, len(trace.tokens.prefix) :]
+    rgba = np.array(pixels(page), float).reshape(-1, 4)
+    expected = np.array([sequential_colour(v) for v in values])
+    np.testing.assert_allclose(rgba[:, :3], expected, atol=3)  # 8-bit, alpha-premultiplied storage
+
+
+def test_the_cls_trajectory_is_the_engines_identifiability_over_layers(host: Host, trajectories: Locator):
+    trace = demo_trace()
+    expected = trace.identifiability(shown_class(host.page), "resid")[:, 0]
+    np.testing.assert_allclose(cls_line_values(trajectories), expected, atol=0.01)
 
 
 def test_the_grid_paints_every_patch(host: Host):
@@ -195,6 +248,32 @@ def test_only_jupyter_outputs_carry_the_hidden_static_snapshot(kernel: Host):
         assert snapshot.count() == 0
     else:  # in the saved output for viewers without a kernel, hidden by the live widget's stylesheet
         assert snapshot.count() == 1 and not snapshot.is_visible()
+
+
+def test_site_and_metric_are_labelled_radiogroups(host: Host):
+    page = host.page
+    for group, labels in (("Site", SITE_LABELS), ("Metric", METRIC_LABELS)):
+        radios = page.get_by_role("radiogroup", name=group)
+        assert radios.get_by_role("radio").count() == len(labels)
+        assert all(radios.get_by_role("radio", name=label, exact=True).count() == 1 for label in labels)
+
+
+def test_an_mlp_site_has_blocks_only_and_repaints(host: Host, trajectories: Locator):
+    """The MLP site has no layer 0: the slider starts at 1 and every line has one point per block."""
+    page = host.page
+    before = pixels(page)
+    page.get_by_role("radiogroup", name="Site").get_by_role("radio", name="MLP", exact=True).click()
+    slider = page.get_by_role("slider", name="Layer")
+    try:
+        assert changes(lambda: slider.get_attribute("min"), "0") == "1"
+        move_layer(page, "Home")  # layer 1, the first block: drawn where the residual stream's layer 0 was
+        assert trajectories.locator("line.vl-marker").get_attribute("data-layer") == slider.input_value() == "1"
+        assert changes(lambda: pixels(page), before) != before
+        depth = demo_trace().depth
+        assert all(len(points.split()) == depth for points in series(page).values())
+    finally:
+        page.get_by_role("radiogroup", name="Site").get_by_role("radio", name="residual stream", exact=True).click()
+    assert changes(lambda: slider.get_attribute("min"), "1") == "0"
 
 
 def test_no_errors_in_the_browser_console(host: Host):
