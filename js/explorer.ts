@@ -63,6 +63,7 @@ const TRAITS: (keyof Traits)[] = [
   "topk_indices",
   "topk_probs",
   "topk_k",
+  "topk_site",
   "trace_version",
   "relevance_maps",
   "relevance_rows",
@@ -115,7 +116,9 @@ export class ExplorerApp implements Actions {
     this.store = new SliceStore(
       source,
       () => this.invalidate(),
-      (m) => this.showError(m),
+      // A request for an image no longer shown failed (e.g. the kernel refused that image and put the
+      // view back): the kernel's own error says why, this one would only hide it.
+      (message, image) => image === this.model.get("image_index") && this.showError(message),
     );
     this.grid = new TokenGrid({
       hover: (token) => this.hover(token),
@@ -132,9 +135,10 @@ export class ExplorerApp implements Actions {
       classPanel(this, (classes) => this.prefetch(classes)),
       legendPanel(),
       hoverPanel(),
-      ...(source.serves.has("memories")
-        ? [relevancePanel(this), whatIfPanel(this, this.removeMode), this.memories]
+      ...(source.serves.has("retrace")
+        ? [relevancePanel(this), whatIfPanel(this, this.removeMode)]
         : []),
+      ...(source.serves.has("memories") ? [this.memories] : []),
     ];
     this.heartbeat = new Heartbeat(source, (alive) => {
       this.disconnected = !alive;
@@ -393,6 +397,7 @@ export class ExplorerApp implements Actions {
   }
 
   private topOf(token: number, row: number, tokens: number): { cls: number; prob: number }[] {
+    if (this.model.get("topk_site") !== this.model.get("site")) return []; // the kernel's are for another site
     const k = this.model.get("topk_k");
     const start = (row * tokens + token) * k;
     const out = [];
@@ -418,13 +423,19 @@ export class ExplorerApp implements Actions {
     clearTimeout(this.memoriesTimer);
     this.memoriesTimer = setTimeout(() => {
       this.source
-        .ask({ kind: "memories", site: frame.site.name, layer: frame.layer, token })
+        .ask({
+          kind: "memories",
+          image: frame.image,
+          site: frame.site.name,
+          layer: frame.layer,
+          token,
+        })
         .then(([reply, buffers]) => {
           if (ask !== this.memoriesAsked) return; // the pointer moved on
           const coefficients = new Float32Array(toArrayBuffer(buffers[0]));
-          const kind = reply.memory_kind === "attn" ? "Attention" : "MLP";
+          const sublayer = siteSpec(frame.specs, reply.memory_kind).label;
           this.memories.show(
-            `${kind} memories of block ${reply.layer} most activated here`,
+            `Memories of block ${reply.layer}'s ${sublayer} most activated here`,
             reply.memories.map((memory, i) => {
               const writes = reply.classes[i].map((c) => frame.names[c]).join(", ");
               return `#${memory} (${coefficients[i].toFixed(2)}) writes ${writes}`;
@@ -450,13 +461,14 @@ export class ExplorerApp implements Actions {
       clearTimeout(this.syncTimer);
       this.model.save_changes(); // the kernel still learns the last state shown
     }
+    this.store.dispose();
     this.source.dispose();
     this.grid.dispose();
   }
 }
 
 /** [CLS], the mean of the image tokens, the selected tokens, and (when perturbed) the unperturbed
- * [CLS] and mean, dashed. Its Python twin is vitlens_widgets.plots.trajectories.trajectory_lines. */
+ * [CLS] and mean, dashed. Its Python twin is vitlens_widgets.widgets.lines.trajectory_lines. */
 export function trajectoryLines(slice: Float32Array, frame: Frame, base?: Float32Array): Line[] {
   const { layout, site } = frame;
   const tokens = layout.n_tokens;

@@ -4,14 +4,12 @@
  */
 
 import type { Layout } from "./model";
-import { css, type ColourScale, tokenColour } from "./palette";
+import { css, type ColourScale, HEAT_OPACITY, textOn, tokenColour } from "./palette";
 
 export interface GridEvents {
   hover(token: number | null): void;
   toggle(token: number): void;
 }
-
-const ALPHA = 0.62;
 
 export class TokenGrid {
   readonly root: HTMLDivElement;
@@ -103,16 +101,14 @@ export class TokenGrid {
       const value = values ? values[n + i] : NaN;
       if (!values || !scale || !Number.isFinite(value)) continue;
       const [r, g, b] = scale.colour(value);
-      pixels.data.set([r, g, b, ALPHA * 255], i * 4);
+      pixels.data.set([r, g, b, HEAT_OPACITY * 255], i * 4);
     }
     ctx.putImageData(pixels, 0, 0);
     for (let t = 0; t < n; t++) {
       const cell = this.cells[t];
-      cell.style.background = values && scale ? css(scale.colour(values[t])) : "";
-      cell.style.color =
-        values && scale && (values[t] - scale.min) / (scale.max - scale.min) > 0.6
-          ? "#000"
-          : "#fff";
+      const colour = values && scale ? scale.colour(values[t]) : null;
+      cell.style.background = colour ? css(colour) : "";
+      cell.style.color = colour ? textOn(colour) : "";
     }
     this.shown = { values, scale };
     this.describe(this.focusIndex); // the others are described when they get focus

@@ -19,6 +19,7 @@ export interface SiteSpec {
   label: string;
   layers: number[]; // valid layer numbers; row r of a slice is layers[r]
   layer_labels: string[];
+  memories: string; // the site whose sublayer's key-value memories the hover shows here
 }
 
 export interface MetricSpec {
@@ -38,7 +39,7 @@ export interface Specs {
   metrics: MetricSpec[];
   attention: Option[];
   relevance: Option[];
-  table_rows?: number; // rows of a logits table per message (kernel only)
+  table_rows?: number; // rows of a logits table per message (kernel only; 0: tables too large, never asked)
 }
 
 type Bytes = DataView | ArrayBuffer | null;
@@ -55,6 +56,7 @@ export interface Traits {
   topk_indices: Bytes;
   topk_probs: Bytes;
   topk_k: number;
+  topk_site: string; // the site the top-k tables are for
   trace_version: number;
   relevance_maps: Bytes;
   relevance_rows: number;

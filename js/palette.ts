@@ -7,6 +7,8 @@ export type Rgb = [number, number, number];
 
 const HEAT = palette.heat as Record<"sequential" | "diverging", Rgb[]>;
 export const LINES = palette.lines;
+/** How opaque the heat map is over the image crop. */
+export const HEAT_OPACITY: number = palette.heat_opacity;
 
 function interpolate(stops: Rgb[], t: number): Rgb {
   const x = Math.min(1, Math.max(0, Number.isFinite(t) ? t : 0)) * (stops.length - 1);
@@ -24,6 +26,7 @@ export interface ColourScale {
   max: number;
   label: string;
   diverging: boolean;
+  gradient: string; // CSS gradient of the scale, min to max (the legend)
 }
 
 function largestMagnitude(values: ArrayLike<number>): number {
@@ -44,6 +47,7 @@ export function scaleFor(spec: MetricSpec, values: ArrayLike<number>): ColourSca
     max,
     label: spec.label,
     diverging: spec.scale === "diverging",
+    gradient: `linear-gradient(90deg, ${stops.map((stop) => css(stop)).join(", ")})`,
   };
 }
 
@@ -67,6 +71,11 @@ export function relevanceScale(values: Float32Array, signed: boolean): ColourSca
 
 export function css([r, g, b]: Rgb, alpha = 1): string {
   return `rgba(${Math.round(r)}, ${Math.round(g)}, ${Math.round(b)}, ${alpha})`;
+}
+
+/** Black or white, whichever reads better on `background` (by its perceived brightness). */
+export function textOn([r, g, b]: Rgb): string {
+  return 0.299 * r + 0.587 * g + 0.114 * b > 150 ? "#000" : "#fff";
 }
 
 /** Colour of the i-th selected token: its grid outline and its trajectory. */

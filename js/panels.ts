@@ -151,7 +151,7 @@ export function layerPanel(actions: Actions): Panel {
     timer = setInterval(() => {
       if (!site) return;
       const layers = site.layers;
-      const next = layer >= layers[layers.length - 1] ? layers[0] : layer + 1;
+      const next = layers[(layers.indexOf(layer) + 1) % layers.length]; // from the last, back to the first
       actions.set("layer", next);
     }, PLAY_MS);
   });
@@ -216,12 +216,16 @@ export function legendPanel(): Panel {
       if (!scale) return;
       setAttr(root, "class", `vl-legend vl-legend-${scale.diverging ? "diverging" : "sequential"}`);
       const [min, max] = [scale.min.toFixed(2), scale.max.toFixed(2)];
-      show(`${scale.label}|${min}|${max}`, () => [
-        el("span", "vl-caption", scale.label),
-        el("span", "", min),
-        el("span", "vl-legend-bar"),
-        el("span", "", max),
-      ]);
+      show(`${scale.label}|${min}|${max}|${scale.gradient}`, () => {
+        const bar = el("span", "vl-legend-bar");
+        bar.style.background = scale.gradient;
+        return [
+          el("span", "vl-caption", scale.label),
+          el("span", "", min),
+          bar,
+          el("span", "", max),
+        ];
+      });
     },
   };
 }

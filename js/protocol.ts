@@ -8,13 +8,14 @@ export type Request =
   | {
       kind: "slices";
       id: number;
+      image: number; // the image the view shows: the kernel refuses to answer for another
       site: string;
       metric: string;
       classes: number[];
       base?: boolean; // the unperturbed model's numbers instead of the current trace's
     }
-  | { kind: "logits"; id: number; site: string; start: number; stop: number }
-  | { kind: "memories"; id: number; site: string; layer: number; token: number };
+  | { kind: "logits"; id: number; image: number; site: string; start: number; stop: number }
+  | { kind: "memories"; id: number; image: number; site: string; layer: number; token: number };
 
 /** Which trace a reply describes: drop it when the view has moved on. */
 interface About {
@@ -47,13 +48,22 @@ export type Reply =
       kind: "memories";
       token: number;
       layer: number;
-      memory_kind: "attn" | "mlp";
+      memory_kind: string; // the site whose sublayer's memories these are ("attn" or "mlp")
       memories: number[];
       classes: number[][];
     })
   | { kind: "error"; id: number | null; request: string | null; message: string };
 
 export type Kind = Request["kind"];
+const REPLY_KINDS = ["pong", "slices", "logits", "memories", "error"] as const;
+// Fails to compile when REPLY_KINDS and the Reply union disagree.
+const _sameKinds: [Reply["kind"], (typeof REPLY_KINDS)[number]] extends [
+  (typeof REPLY_KINDS)[number],
+  Reply["kind"],
+]
+  ? true
+  : never = true;
+void _sameKinds;
 /** The request without its id (the source assigns ids). */
 export type Ask<K extends Kind> = Omit<Extract<Request, { kind: K }>, "id">;
 /** Any request without its id. */
@@ -67,6 +77,6 @@ export function isReply(content: unknown): content is Reply {
     !!c &&
     typeof c === "object" &&
     typeof c.kind === "string" &&
-    ["pong", "slices", "logits", "memories", "error"].includes(c.kind)
+    (REPLY_KINDS as readonly string[]).includes(c.kind)
   );
 }

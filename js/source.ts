@@ -12,9 +12,12 @@ export type Buffers = (DataView | ArrayBuffer)[];
 /** A request the source could not answer; the message is meant for the user. */
 export class SourceError extends Error {}
 
+/** What a source can do: the requests it answers, and "retrace" (re-running the model for a perturbation or a relevance map). */
+export type Capability = Kind | "retrace";
+
 export interface DataSource {
-  /** The kinds of request this source answers (the exported page: slices only). */
-  readonly serves: ReadonlySet<Kind>;
+  /** What this source can do (the exported page: slices only). */
+  readonly serves: ReadonlySet<Capability>;
   /** When it last answered anything (performance.now()); a source that answers pings keeps it. */
   readonly lastAnswerAt?: number;
   ask<R extends AnyAsk>(request: R): Promise<[Answer<R["kind"]>, Buffers]>;
@@ -22,15 +25,25 @@ export interface DataSource {
 }
 
 interface Pending {
+  kind: Reply["kind"]; // the kind of a successful answer
   resolve: (value: [Reply, Buffers]) => void;
   reject: (error: Error) => void;
 }
 
+/** Request ids start at a random point per view: every view of one widget gets every reply. */
+const ID_SPACE = 2 ** 40;
+
 /** The kernel: requests go out as custom messages; replies are matched to them by id. */
 export class KernelSource implements DataSource {
-  readonly serves: ReadonlySet<Kind> = new Set<Kind>(["ping", "slices", "logits", "memories"]);
+  readonly serves: ReadonlySet<Capability> = new Set<Capability>([
+    "ping",
+    "slices",
+    "logits",
+    "memories",
+    "retrace",
+  ]);
   lastAnswerAt = 0;
-  private nextId = 1;
+  private nextId = 1 + Math.floor(Math.random() * ID_SPACE);
   private pending = new Map<number, Pending>();
   private readonly listener = (content: unknown, buffers: Buffers) =>
     this.receive(content, buffers);
@@ -45,7 +58,8 @@ export class KernelSource implements DataSource {
   ask<R extends AnyAsk>(request: R): Promise<[Answer<R["kind"]>, Buffers]> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as Pending["resolve"], reject });
+      const kind = request.kind === "ping" ? "pong" : request.kind;
+      this.pending.set(id, { kind, resolve: resolve as Pending["resolve"], reject });
       try {
         this.model.send({ ...request, id } as Request);
       } catch (error) {
@@ -58,13 +72,16 @@ export class KernelSource implements DataSource {
   private receive(content: unknown, buffers: Buffers): void {
     if (!isReply(content)) return;
     this.lastAnswerAt = performance.now();
-    const waiting = content.id === null ? undefined : this.pending.get(content.id);
-    if (!waiting) {
-      if (content.kind === "error") this.onStrayError(content.message);
+    if (content.id === null) {
+      if (content.kind === "error") this.onStrayError(content.message); // a request the kernel could not read
       return;
     }
-    this.pending.delete(content.id as number);
+    const waiting = this.pending.get(content.id);
+    if (!waiting) return; // another view's reply
+    this.pending.delete(content.id);
     if (content.kind === "error") waiting.reject(new SourceError(content.message));
+    else if (content.kind !== waiting.kind)
+      waiting.reject(new SourceError(`a ${content.kind} reply came for a ${waiting.kind} request`));
     else waiting.resolve([content, buffers ?? []]);
   }
 

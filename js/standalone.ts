@@ -6,8 +6,8 @@
 
 import { ExplorerApp } from "./explorer";
 import type { Layout, Specs, StateModel, Traits } from "./model";
-import type { Answer, AnyAsk, Kind } from "./protocol";
-import { type Buffers, type DataSource, SourceError } from "./source";
+import type { Answer, AnyAsk } from "./protocol";
+import { type Buffers, type Capability, type DataSource, SourceError } from "./source";
 
 interface ImageData {
   layout: Layout;
@@ -20,6 +20,7 @@ interface ImageData {
 
 interface PageData {
   specs: Specs;
+  initial: { site: string; metric: string; layer: number }; // the explorer widget's opening state
   class_names: string[];
   images: ImageData[];
   complete: boolean;
@@ -60,8 +61,7 @@ export class StaticModel implements StateModel {
       class_names: data.class_names,
       n_images: data.images.length,
       image_index: 0,
-      site: "resid",
-      metric: "identifiability",
+      ...data.initial,
       selected: [],
       highlight: -1,
       error: "",
@@ -70,7 +70,6 @@ export class StaticModel implements StateModel {
       removed: [],
     };
     this.loadImage(0);
-    this.state.layer = this.state.token_layout!.depth;
   }
 
   get<K extends keyof Traits>(name: K): Traits[K] {
@@ -121,26 +120,24 @@ export class StaticModel implements StateModel {
       topk_indices: bytes(topk.indices),
       topk_probs: bytes(topk.probs),
       topk_k: topk.k,
+      topk_site: this.state.site,
     });
     this.emit("change:topk_probs");
   }
 }
 
-/** Slices from the page's data, for the image the model shows; a class left out of the export is an error. */
+/** Slices from the page's data; a class left out of the export is an error. */
 export class StaticSource implements DataSource {
-  readonly serves: ReadonlySet<Kind> = new Set<Kind>(["slices"]);
+  readonly serves: ReadonlySet<Capability> = new Set<Capability>(["slices"]);
 
-  constructor(
-    private data: PageData,
-    private model: StaticModel,
-  ) {}
+  constructor(private data: PageData) {}
 
   ask<R extends AnyAsk>(request: R): Promise<[Answer<R["kind"]>, Buffers]> {
     if (request.kind !== "slices")
       return Promise.reject(new SourceError(`this page cannot answer '${request.kind}' requests`));
-    const { site, metric, classes } = request;
-    const index = this.model.get("image_index");
+    const { image: index, site, metric, classes } = request;
     const image = this.data.images[index];
+    if (!image) return Promise.reject(new SourceError(`this page has no image ${index}`));
     const missing = classes.filter((c) => !image.classes.includes(c));
     const packed = image.slices[`${site}|${metric}`];
     if (missing.length || !packed) {
@@ -180,7 +177,7 @@ function mount(): void {
   if (!host || !source?.textContent) return;
   const data = JSON.parse(source.textContent) as PageData;
   const model = new StaticModel(data);
-  const app = new ExplorerApp(model, new StaticSource(data, model));
+  const app = new ExplorerApp(model, new StaticSource(data));
   host.append(app.root);
   (host as HTMLElement & { __vlExplorer?: ExplorerApp }).__vlExplorer = app;
 }

@@ -41,7 +41,9 @@ export class SliceStore {
   private cache = new Map<string, Float32Array>();
   private tables = new Map<string, LogitsTable>(); // complete tables only
   private filling: { key: string; table: LogitsTable } | null = null;
-  private tablesUnavailable = false; // the source declined (too large) or cannot serve them
+  private tablesUnavailable = false; // the kernel does not serve them (too large) or benchmarks turned them off
+  private failedTables = new Set<string>(); // tables whose fetch failed for this trace: not asked again
+  private disposed = false;
   private version = 0;
   private inFlight = false; // a user request is out
   private pending: Batch | null = null; // the latest one waiting for it
@@ -55,7 +57,7 @@ export class SliceStore {
   constructor(
     private source: DataSource,
     private onData: () => void,
-    private onError: (message: string) => void,
+    private onError: (message: string, image: number) => void, // the image the failed request was for
   ) {}
 
   /** A cached slice, or one derived from the site's logits table when the browser holds it. */
@@ -110,19 +112,22 @@ export class SliceStore {
   private send(batch: Batch, user: boolean): void {
     if (user) this.inFlight = true;
     const started = performance.now();
-    const { site, metric, classes, base } = batch;
+    const { image, site, metric, classes, base } = batch;
     const version = this.version;
     this.source
-      .ask({ kind: "slices", site, metric, classes, base })
+      .ask({ kind: "slices", image, site, metric, classes, base })
       .then(([reply, buffers]) => {
+        if (this.disposed) return;
         this.latencies.push(performance.now() - started);
         if (base || (reply.version === this.version && version === this.version))
           this.store(reply, buffers, base);
         this.onData();
       })
-      .catch((error: Error) => this.onError(error.message))
+      .catch((error: Error) => {
+        if (!this.disposed) this.onError(error.message, image);
+      })
       .finally(() => {
-        if (!user) return;
+        if (!user || this.disposed) return;
         this.inFlight = false;
         const next = this.pending;
         this.pending = null;
@@ -138,7 +143,10 @@ export class SliceStore {
     const all = new Float32Array(toArrayBuffer(buffers[0]));
     const size = reply.rows * reply.tokens;
     if (all.length !== size * reply.classes.length) {
-      this.onError(`malformed reply: ${all.length} values for ${reply.classes.length} classes`);
+      this.onError(
+        `malformed reply: ${all.length} values for ${reply.classes.length} classes`,
+        reply.image,
+      );
       return;
     }
     reply.classes.forEach((cls, i) => {
@@ -155,7 +163,8 @@ export class SliceStore {
   requestTable(image: number, site: string, rows: number, rowsPerMessage: number): void {
     const key = tableKey(image, site);
     if (this.tablesUnavailable || this.tables.has(key) || this.filling) return;
-    if (!this.source.serves.has("logits")) return;
+    if (!this.source.serves.has("logits") || rowsPerMessage < 1 || this.failedTables.has(key))
+      return;
     clearTimeout(this.tableTimer);
     this.tableTimer = setTimeout(
       () => {
@@ -185,8 +194,9 @@ export class SliceStore {
   ): void {
     const stop = Math.min(rows, start + step);
     this.source
-      .ask({ kind: "logits", site, start, stop })
+      .ask({ kind: "logits", image, site, start, stop })
       .then(([reply, buffers]) => {
+        if (this.disposed) return;
         if (this.filling?.key !== key || version !== this.version || reply.version !== version) {
           return; // the trace changed meanwhile: start again when asked
         }
@@ -204,14 +214,19 @@ export class SliceStore {
         this.onData();
       })
       .catch((error: Error) => {
+        if (this.disposed || version !== this.version) return;
         this.filling = null;
-        if (error instanceof SourceError) this.tablesUnavailable = true; // e.g. too large: classes one by one
+        this.failedTables.add(key); // classes come one by one from the kernel meanwhile
+        if (!(error instanceof SourceError))
+          this.onError(`the logits table could not be read: ${error.message}`, image);
       });
   }
 
   private keepTable(key: string, table: LogitsTable): void {
     this.tables.set(key, table);
-    sortInSteps(table, (step) => setTimeout(step, 0));
+    sortInSteps(table, (step) => {
+      if (!this.disposed) setTimeout(step, 0);
+    });
     while (this.tables.size > MAX_TABLES)
       this.tables.delete(this.tables.keys().next().value as string);
   }
@@ -241,8 +256,20 @@ export class SliceStore {
     this.version = version;
     for (const key of [...this.cache.keys()]) if (!key.includes("|base|")) this.cache.delete(key);
     this.tables.clear();
+    this.failedTables.clear();
     this.filling = null;
     this.resumeTable = null;
     this.pending = null;
+  }
+
+  /** The view closed: stop every timer and drop whatever arrives later. */
+  dispose(): void {
+    this.disposed = true;
+    this.cancelPrefetch();
+    this.postponeTable();
+    this.filling = null;
+    this.resumeTable = null;
+    this.pending = null;
+    this.whenAnswered.splice(0);
   }
 }

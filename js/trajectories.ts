@@ -72,11 +72,12 @@ export class TrajectoryChart {
   }
 
   setLayer(layer: number): void {
+    const name = String(layer); // written also when x is unchanged (another site's same column)
+    if (this.marker.dataset.layer !== name) this.marker.dataset.layer = name;
     const x = String(this.x(layer));
     if (this.marker.getAttribute("x1") === x) return;
     this.marker.setAttribute("x1", x);
     this.marker.setAttribute("x2", x);
-    this.marker.dataset.layer = String(layer);
   }
 
   private rebuild(): void {

@@ -55,6 +55,8 @@ def test_specs_describe_sites_metrics_and_layers_once(explorer):
     assert metrics["identifiability"]["range"] == [0.0, 1.0]
     assert [o["name"] for o in explorer.specs["attention"]] == ["", "self_only", "no_cls"]
     assert explorer.specs["table_rows"] >= 1
+    assert {name: s["memories"] for name, s in sites.items()} == {"resid": "mlp", "attn": "attn", "mlp": "mlp"}
+    assert "palette" not in explorer.specs  # the view bundles static/palette.json itself
 
 
 def test_topk_tables_round_trip_as_binary(explorer):
@@ -163,9 +165,15 @@ def test_perturbations_retrace_and_bump_the_version(explorer, lens):
         explorer.removed = [0]
 
 
-def test_invalid_perturbation_is_reported_not_raised(explorer):
-    explorer.removed = list(range(1, 17))  # every image token
-    assert "every image token" in explorer.error
+def test_removing_every_image_token_is_rejected(explorer, monkeypatch):
+    with pytest.raises(traitlets.TraitError, match="at least one image token must remain"):
+        explorer.removed = list(range(1, 17))
+    assert explorer.removed == [] and not explorer.perturbed
+    monkeypatch.setattr(explorer, "send_state", lambda key=None: None)
+    explorer.set_state({"removed": [*range(1, 17), 3]})  # from the view
+    assert explorer.removed == [] and explorer.error == "Not applied: at least one image token must remain"
+    explorer.removed = list(range(2, 17))  # all but one is fine
+    assert explorer.trace.options["drop_tokens"] == list(range(2, 17))
 
 
 def test_relevance_overlay_sends_per_block_and_global_maps(explorer, lens):
@@ -193,7 +201,7 @@ def test_nothing_is_sent_before_a_view_asks(lens, monkeypatch):
 def test_clear_cache_forgets_traces_and_derived_tables(explorer, lens):
     every_class = list(range(lens.num_classes))
     explorer.service.answer(
-        {"kind": "slices", "id": 1, "site": "mlp", "metric": "identifiability", "classes": every_class}
+        {"kind": "slices", "id": 1, "image": 0, "site": "mlp", "metric": "identifiability", "classes": every_class}
     )
     assert explorer.service._rank_index is not None and len(lens._cache) > 0
     explorer.clear_cache()
@@ -250,7 +258,7 @@ import vitlens_widgets as vl
 lens = vl.Lens.demo()
 explorer = vl.explore(lens, vl.data.shapes(2).images)
 explorer._ipython_display_()
-header, _ = explorer.service.answer({"kind": "memories", "id": 1, "site": "mlp", "layer": 2, "token": 5})
+header, _ = explorer.service.answer({"kind": "memories", "id": 1, "image": 0, "site": "mlp", "layer": 2, "token": 5})
 assert header["kind"] == "memories", header
 explorer.relevance_method = "class_space"
 assert explorer.relevance_rows > 0
@@ -266,15 +274,15 @@ def test_the_explorer_keeps_logits_only_for_the_site_and_image_on_screen(lens):
     first = explorer.base_trace
     for site in ("attn", "mlp", "resid"):
         explorer.site = site
-        explorer.service.answer({"kind": "logits", "id": 1, "site": site, "start": 0, "stop": 1})
+        explorer.service.answer({"kind": "logits", "id": 1, "image": 0, "site": site, "start": 0, "stop": 1})
     assert set(first._logits) == {"resid"}  # the sites left behind were let go
     slice_before = explorer.service.answer(
-        {"kind": "slices", "id": 2, "site": "resid", "metric": "probability", "classes": [3]}
+        {"kind": "slices", "id": 2, "image": 0, "site": "resid", "metric": "probability", "classes": [3]}
     )[1][0].tobytes()
     explorer.image_index = 1
     assert first._logits == {} and lens.trace(images[0]) is first  # off screen: hidden states stay cached
     explorer.image_index = 0
     slice_after = explorer.service.answer(
-        {"kind": "slices", "id": 3, "site": "resid", "metric": "probability", "classes": [3]}
+        {"kind": "slices", "id": 3, "image": 0, "site": "resid", "metric": "probability", "classes": [3]}
     )[1][0].tobytes()
     assert slice_after == slice_before  # projected again, to the same bits

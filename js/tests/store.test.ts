@@ -3,7 +3,7 @@ import { mock, test } from "node:test";
 
 import { matchClasses } from "../fuzzy";
 import type { AnyAsk, Kind } from "../protocol";
-import { type Buffers, type DataSource, SourceError } from "../source";
+import { type Buffers, type DataSource, KernelSource, SourceError } from "../source";
 import { halfToFloat } from "../standalone";
 import { SliceStore } from "../store";
 
@@ -122,7 +122,13 @@ test("the logits table comes in row chunks once the user pauses, a user request 
     assert.equal(source.asked.length, 0); // waits for a pause
     mock.timers.tick(1000);
     assert.equal(source.asked.length, 1);
-    assert.deepEqual(source.asked[0].request, { kind: "logits", site: "mlp", start: 0, stop: 2 });
+    assert.deepEqual(source.asked[0].request, {
+      kind: "logits",
+      image: 0,
+      site: "mlp",
+      start: 0,
+      stop: 2,
+    });
     const chunk = (start: number, stop: number) => {
       const rows = stop - start;
       const logits = new Float32Array(rows * 2 * 4).map((_, i) => (start * 8 + i) % 5);
@@ -149,7 +155,13 @@ test("the logits table comes in row chunks once the user pauses, a user request 
     store.answered().then(() => (answered = true));
     await source.answer(1);
     assert.ok(answered);
-    assert.deepEqual(source.asked[2].request, { kind: "logits", site: "mlp", start: 2, stop: 3 });
+    assert.deepEqual(source.asked[2].request, {
+      kind: "logits",
+      image: 0,
+      site: "mlp",
+      start: 2,
+      stop: 3,
+    });
     assert.equal(store.hasTable(0, "mlp"), false);
     source.asked[2].resolve(chunk(2, 3));
     await new Promise((r) => setImmediate(r));
@@ -165,7 +177,7 @@ test("the logits table comes in row chunks once the user pauses, a user request 
   }
 });
 
-test("a declined table falls back to per-class requests, silently", async () => {
+test("a declined table is not asked for again in this trace; classes come one by one", async () => {
   mock.timers.enable({ apis: ["setTimeout"] });
   try {
     const source = new ManualSource();
@@ -173,15 +185,126 @@ test("a declined table falls back to per-class requests, silently", async () => 
     const store = quietStore(source, errors);
     store.requestTable(0, "resid", 7, 1);
     mock.timers.tick(1000);
-    source.asked[0].reject(new SourceError("too large"));
+    source.asked[0].reject(new SourceError("the kernel is showing image 1, not image 0"));
     await new Promise((r) => setImmediate(r));
-    store.requestTable(0, "attn", 6, 1);
+    store.requestTable(0, "resid", 7, 1);
     mock.timers.tick(1000);
     assert.equal(source.asked.length, 1);
+    assert.deepEqual(errors, []); // the class the user asked for reports its own error
+    store.setVersion(1); // a new trace: worth another try
+    store.requestTable(0, "resid", 7, 1);
+    mock.timers.tick(1000);
+    assert.equal(source.asked.length, 2);
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test("a kernel that serves no tables (rows per message 0) is never asked for one", () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    const source = new ManualSource();
+    quietStore(source).requestTable(0, "resid", 7, 0);
+    mock.timers.tick(1000);
+    assert.equal(source.asked.length, 0);
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test("a malformed table chunk is reported once and not asked for again", async () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    const source = new ManualSource();
+    const errors: string[] = [];
+    const store = quietStore(source, errors);
+    store.requestTable(0, "mlp", 1, 1);
+    mock.timers.tick(0);
+    const reply = { kind: "logits", id: 0, image: 0, version: 0, site: "mlp", start: 0, stop: 1 };
+    const malformed = { ...reply, rows: 1, tokens: 2, classes: 4 };
+    source.asked[0].resolve([malformed, [new Float32Array(3).buffer, new Float32Array(2).buffer]]);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(errors.length, 1);
+    assert.match(errors[0], /logits table/);
+    store.requestTable(0, "mlp", 1, 1);
+    mock.timers.tick(1000);
+    assert.equal(source.asked.length, 1);
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test("a disposed store asks nothing more and ignores late answers", async () => {
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    const source = new ManualSource();
+    const errors: string[] = [];
+    let data = 0;
+    const store = new SliceStore(
+      source,
+      () => data++,
+      (m) => errors.push(m),
+    );
+    store.request(resid, [1]);
+    store.request(resid, [2]); // waits for the first
+    store.prefetch(resid, [3]);
+    store.requestTable(0, "resid", 7, 1);
+    store.dispose();
+    mock.timers.tick(1000);
+    await source.answer(0);
+    assert.equal(source.asked.length, 1); // neither the pending class, the prefetch nor the table
+    assert.equal(data, 0);
+    source.asked[0].reject(new SourceError("the view was closed"));
+    await new Promise((r) => setImmediate(r));
     assert.deepEqual(errors, []);
   } finally {
     mock.timers.reset();
   }
+});
+
+/** A widget model that, as a kernel does, sends every custom message to all views. */
+class SharedModel {
+  private listeners = new Set<(content: unknown, buffers: Buffers) => void>();
+  sent: any[] = [];
+  on(_event: string, fn: (content: unknown, buffers: Buffers) => void) {
+    this.listeners.add(fn);
+  }
+  off(_event: string, fn: (content: unknown, buffers: Buffers) => void) {
+    this.listeners.delete(fn);
+  }
+  send(content: any) {
+    this.sent.push(content);
+  }
+  reply(content: unknown) {
+    this.listeners.forEach((fn) => fn(content, []));
+  }
+}
+
+test("two views of one widget each take only their own replies", async () => {
+  const model = new SharedModel();
+  const strays: string[] = [];
+  const a = new KernelSource(model as any, (m) => strays.push(`a: ${m}`));
+  const b = new KernelSource(model as any, (m) => strays.push(`b: ${m}`));
+  const ping = { kind: "ping" as const };
+  const gotA = a.ask(ping);
+  const gotB = b.ask({ kind: "memories", image: 0, site: "mlp", layer: 1, token: 3 });
+  const [idA, idB] = model.sent.map((m) => m.id);
+  assert.notEqual(idA, idB);
+  model.reply({ kind: "error", id: idB, request: "memories", message: "token 3 is removed" });
+  model.reply({ kind: "pong", id: idA });
+  assert.deepEqual((await gotA)[0], { kind: "pong", id: idA });
+  await assert.rejects(gotB, /token 3 is removed/);
+  assert.deepEqual(strays, []); // b's error went to b's request only
+  model.reply({ kind: "error", id: null, request: null, message: "unreadable request" });
+  assert.deepEqual(strays, ["a: unreadable request", "b: unreadable request"]);
+});
+
+test("a reply of the wrong kind for a request is refused, not used", async () => {
+  const model = new SharedModel();
+  const source = new KernelSource(model as any, () => {});
+  const asked = source.ask({ kind: "ping" });
+  model.reply({ kind: "slices", id: model.sent[0].id, image: 0, version: 0 });
+  await assert.rejects(asked, /a slices reply came for a pong request/);
 });
 
 test("class matching ranks exact, prefix, substring, then in-order matches", () => {
@@ -208,7 +331,13 @@ test("a table that fits in one message is asked for without waiting for a pause"
     assert.equal(source.asked.length, 0); // not in the paint's own task...
     mock.timers.tick(0);
     assert.equal(source.asked.length, 1); // ...but right after it, not after SETTLE_MS
-    assert.deepEqual(source.asked[0].request, { kind: "logits", site: "resid", start: 0, stop: 3 });
+    assert.deepEqual(source.asked[0].request, {
+      kind: "logits",
+      image: 0,
+      site: "resid",
+      start: 0,
+      stop: 3,
+    });
   } finally {
     mock.timers.reset();
   }

@@ -3,9 +3,10 @@
 Who owns what (see ``docs/design.md``):
 
 * The **traits** are the shared state: what is chosen (``layer``, ``cls``, ``site``,
-  ``metric``, ``selected``, what-if settings) and what the view needs once per
-  image (crop, token layout, top-k tables). Python code moves the view by setting
-  them; the view's changes show up in them. The kernel validates every value.
+  ``metric``, ``selected``, what-if settings: :data:`VIEW_TRAITS`) and what the view
+  needs once per image (crop, token layout, top-k tables). Python code moves the view
+  by setting them; the view's changes show up in them, and it may change only the
+  chosen ones. The kernel validates every value.
 * The **view** (``js/``) draws grid, slider, picker, panels and trajectories from
   one slice store, in the same frame.
 * The **service** (:class:`~vitlens_widgets.widgets.service.ExplorerService`)
@@ -14,11 +15,14 @@ Who owns what (see ``docs/design.md``):
 
 from __future__ import annotations
 
+import copy
 import functools
+import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 import anywidget
 import numpy as np
@@ -34,6 +38,23 @@ from .snapshot import describe, snapshot_html, snapshot_png
 from .specs import ATTENTION_OPTIONS, METRIC_SPECS, SITE_SPECS, STATIC, view_specs
 
 BUNDLE = STATIC / "explorer.js"
+
+logger = logging.getLogger(__name__)
+
+PERTURBATION_TRAITS = ("attention", "perturb_blocks", "renormalize", "removed")
+# what the user chooses: the only traits a view may change (the others are the kernel's)
+VIEW_TRAITS = frozenset(
+    {"image_index", "site", "metric", "layer", "cls", "selected", "highlight", "relevance_method"}
+    | {"relevance_all_blocks", *PERTURBATION_TRAITS}
+)
+
+
+class OnScreen(NamedTuple):
+    """What the trace on screen was traced from: its gallery image, what-if options and the traits that chose them."""
+
+    image: int
+    options: dict[str, Any]
+    settings: dict[str, Any]
 
 
 def exclusive(method: Callable) -> Callable:
@@ -66,7 +87,7 @@ class Explorer(anywidget.AnyWidget):
     _css = STYLES
 
     # what the view needs to draw (kernel -> view)
-    specs = traitlets.Dict().tag(sync=True)  # sites, metrics, palette: see specs.view_specs
+    specs = traitlets.Dict().tag(sync=True)  # sites, metrics, what-if options: see specs.view_specs
     class_names = traitlets.List(traitlets.Unicode()).tag(sync=True)
     token_layout = traitlets.Dict().tag(sync=True)  # not `layout`: DOMWidget already owns that name
     n_images = traitlets.Int(1).tag(sync=True)
@@ -76,6 +97,7 @@ class Explorer(anywidget.AnyWidget):
     topk_indices = traitlets.Bytes(b"").tag(sync=True)  # int16 [rows, T, k] for the current site
     topk_probs = traitlets.Bytes(b"").tag(sync=True)  # float32 [rows, T, k]
     topk_k = traitlets.Int(5).tag(sync=True)
+    topk_site = traitlets.Unicode("").tag(sync=True)  # the site of the top-k tables (the view may show another)
     trace_version = traitlets.Int(0).tag(sync=True)  # bumped whenever the traced numbers change
     relevance_maps = traitlets.Bytes(b"").tag(sync=True)  # float32 [rows, h*w]: per-block maps, then the global one
     relevance_rows = traitlets.Int(0).tag(sync=True)
@@ -101,6 +123,8 @@ class Explorer(anywidget.AnyWidget):
         if not BUNDLE.is_file():
             raise FileNotFoundError(f"the explorer's front-end bundle is missing ({BUNDLE}); reinstall vitlens-widgets")
         self._lock = threading.RLock()
+        self._on_screen: OnScreen | None = None  # set once the first image is traced
+        self._relevance_on_hold = False
         self.lens = lens
         self._images = check_gallery(lens, images)
         self.service = ExplorerService(lens)
@@ -113,26 +137,30 @@ class Explorer(anywidget.AnyWidget):
             self.specs = {**view_specs(lens.depth, METHODS), "table_rows": self.service.table_rows_per_message}
             self.class_names = [lens.class_names.short(i) for i in range(lens.num_classes)]
             self.n_images = len(self._images)
-            self._show_image(0, layer=lens.depth)
+            self._show_image(self.image_index, layer=lens.depth)
         self.on_msg(self._answer)
 
     # --- the kernel's side of the state ------------------------------------------------
     @exclusive
     def _show_image(self, index: int, layer: int | None = None) -> None:
-        """Trace image ``index`` (the view keeps its layer unless ``layer`` is given) and show its prediction."""
+        """Trace image ``index`` with the current what-if settings (the view keeps its layer unless ``layer``
+        is given) and show its prediction; when it cannot be traced, ``TraitError`` and nothing changes."""
+        options = self.perturbation_options()
         try:
             base = self.lens.trace(self._images[index])
+            trace = self._perturbed(index, base, options)
         except (ValueError, TypeError, OSError) as err:
             raise traitlets.TraitError(f"image {index} cannot be shown: {err}") from err
         previous, self.base_trace = self.base_trace, base
-        with self.hold_sync():
+        with self.hold_sync(), self._relevance_held():
             self.token_layout = layout_dict(base)
             self.image_png = png_bytes(base.image)
             self.base_prediction = base.prediction.index
             self.cls = base.prediction.index
             if layer is not None:
                 self.layer = layer
-        self._retrace()
+        self._put_on_screen(trace, index, options)
+        self._send_relevance()  # once, for the new image and its class
         if previous is not base:
             previous.forget_logits()  # off screen: its hidden states stay cached, its logits go
             trim_heap()
@@ -156,28 +184,52 @@ class Explorer(anywidget.AnyWidget):
 
     @exclusive
     def _retrace(self) -> None:
-        """Trace the current image with the current what-if settings; tell the view its numbers changed."""
+        """Trace the image on screen with the current what-if settings and tell the view its numbers changed;
+        nothing to do when the options are those on screen. Settings that cannot be traced are put back."""
+        if self._on_screen is None:
+            return  # nothing shown yet: the first image is traced with these settings
         options = self.perturbation_options()
-        try:
-            image = self._images[self.image_index]
-            trace = self.lens.trace(image, **options, cache=False) if options else self.base_trace
-        except (ValueError, TypeError, OSError) as err:
-            self.error = str(err)
+        if options == self._on_screen.options:
             return
+        try:
+            trace = self._perturbed(self._on_screen.image, self.base_trace, options)
+        except (ValueError, TypeError, OSError) as err:
+            self.error = f"what-if settings put back: {err}"
+            self._restore_perturbation()
+            return
+        self._put_on_screen(trace, self._on_screen.image, options)
+
+    def _perturbed(self, index: int, base: Trace, options: dict[str, Any]) -> Trace:
+        """Image ``index`` traced with the what-if ``options``: ``base``, its unperturbed trace, when there are none."""
+        return self.lens.trace(self._images[index], **options, cache=False) if options else base
+
+    def _put_on_screen(self, trace: Trace, image: int, options: dict[str, Any]) -> None:
+        """Answer from ``trace`` (of gallery image ``image``, traced with ``options``) and tell the view."""
         self.trace = trace
+        settings = {name: copy.copy(getattr(self, name)) for name in PERTURBATION_TRAITS}
+        self._on_screen = OnScreen(image, options, settings)
         with self.hold_sync():
             self.error = ""
             self.prediction = trace.prediction.index
             self.trace_version += 1
-            self.service.show(trace, self.image_index, self.trace_version, base=self.base_trace)
+            self.service.show(trace, image, self.trace_version, base=self.base_trace)
             self._send_topk()
         trim_heap()  # the trace replaced, if not cached, is freed now
 
+    def _restore_perturbation(self) -> None:
+        """Put the what-if traits back to the trace on screen's, all at once: their observers find nothing to do."""
+        with self.hold_trait_notifications():
+            for name, value in self._on_screen.settings.items():
+                setattr(self, name, value)
+
     def _send_topk(self) -> None:
+        """The hover and chip tables of the current site, sent together with the site they are for."""
         indices, probs = token_topk(self.trace, self.site)
-        self.topk_k = indices.shape[-1]
-        self.topk_indices = indices.tobytes()
-        self.topk_probs = probs.tobytes()
+        with self.hold_sync():
+            self.topk_site = self.site
+            self.topk_k = indices.shape[-1]
+            self.topk_indices = indices.tobytes()
+            self.topk_probs = probs.tobytes()
 
     # --- validation: every value, from Python or from the view ---------------------------
     @traitlets.validate("image_index")
@@ -247,7 +299,10 @@ class Explorer(anywidget.AnyWidget):
         bad = [t for t in proposal["value"] if not layout.n_prefix <= t < layout.n_tokens]
         if bad:
             raise traitlets.TraitError(f"only image tokens can be removed; got {bad}")
-        return sorted(set(proposal["value"]))
+        removed = sorted(set(proposal["value"]))
+        if len(removed) >= layout.n_patches:
+            raise traitlets.TraitError("at least one image token must remain")
+        return removed
 
     @traitlets.validate("relevance_method")
     def _valid_relevance(self, proposal: dict) -> str:
@@ -260,12 +315,16 @@ class Explorer(anywidget.AnyWidget):
     @exclusive
     def set_state(self, sync_data: dict) -> None:
         """A change from the view: applied when valid; otherwise the view is told why and put back.
+        Changes to the kernel's own traits (anything but :data:`VIEW_TRAITS`) are ignored, and the view put back.
 
         Example:
             >>> explorer.set_state({"layer": 99})  # as if the view sent it: not applied
             >>> explorer.error
             'Not applied: layer 99 is out of range ...'
         """
+        sync_data = self._view_changes(sync_data)
+        if not sync_data:
+            return
         try:
             super().set_state(sync_data)  # validated together: a site and its layer may arrive in one update
         except (traitlets.TraitError, ValueError, TypeError) as err:
@@ -274,6 +333,14 @@ class Explorer(anywidget.AnyWidget):
             return
         if self.error.startswith("Not applied"):
             self.error = ""
+
+    def _view_changes(self, sync_data: dict) -> dict:
+        """The part of a view's update it may make; its values of the kernel's own traits are logged and put back."""
+        owned = [name for name in sync_data if name in KERNEL_TRAITS]
+        if owned:
+            logger.warning("ignored a view's change to %s: the kernel sets these", ", ".join(owned))
+            self.send_state(key=owned)
+        return {name: value for name, value in sync_data.items() if name not in KERNEL_TRAITS}
 
     # --- reactions --------------------------------------------------------------------------
     @traitlets.observe("site")
@@ -290,18 +357,33 @@ class Explorer(anywidget.AnyWidget):
     @traitlets.observe("image_index")
     @exclusive
     def _image_changed(self, change: dict) -> None:
-        if change["new"] != change["old"]:
+        if self._on_screen is None or change["new"] == self._on_screen.image:
+            return
+        try:
             self._show_image(change["new"])
+        except traitlets.TraitError:
+            self.image_index = self._on_screen.image  # kernel and view agree on the image still shown
+            raise
 
     @traitlets.observe("attention", "perturb_blocks", "renormalize", "removed")
     @exclusive
     def _perturbation_changed(self, change: dict) -> None:
         self._retrace()
 
-    @traitlets.observe("relevance_method", "cls", "image_index")
+    @traitlets.observe("relevance_method", "cls")
     @exclusive
     def _relevance_changed(self, change: dict) -> None:
-        self._send_relevance()
+        if not self._relevance_on_hold:
+            self._send_relevance()
+
+    @contextmanager
+    def _relevance_held(self) -> Iterator[None]:
+        """Hold relevance updates while a new image sets its class: the caller computes the maps once after."""
+        self._relevance_on_hold = True
+        try:
+            yield
+        finally:
+            self._relevance_on_hold = False
 
     def _send_relevance(self) -> None:
         """Compute the relevance maps of the current image and class (unperturbed model) for the overlay."""
@@ -377,6 +459,11 @@ class Explorer(anywidget.AnyWidget):
         from .export import export_html
 
         return export_html(self.lens, self._images, path, max_classes=max_classes)
+
+
+EXPLORER_TRAITS = frozenset(Explorer.class_own_traits(sync=True))
+assert VIEW_TRAITS.issubset(EXPLORER_TRAITS), "every trait a view may set is an explorer trait"
+KERNEL_TRAITS = EXPLORER_TRAITS - VIEW_TRAITS  # what the kernel sets and a view only reads
 
 
 def release_freed_memory() -> None:

@@ -72,6 +72,7 @@ def export_html(
         payloads.append(image_payload(trace, prefetch_classes(trace, limit=max_classes)))
     data = {
         "specs": view_specs(lens.depth),
+        "initial": _opening_state(lens),
         "class_names": [lens.class_names.short(i) for i in range(lens.num_classes)],
         "images": payloads,
         "complete": max_classes >= lens.num_classes,
@@ -79,6 +80,14 @@ def export_html(
     page = _page(title, json.dumps(data, separators=(",", ":")))
     Path(path).write_text(page, encoding="utf-8")
     return len(page.encode("utf-8"))
+
+
+def _opening_state(lens: Lens) -> dict:
+    """The site, metric and layer an explorer widget opens on, so the page opens on the same."""
+    from .explorer import Explorer
+
+    traits = Explorer.class_traits()
+    return {"site": traits["site"].default_value, "metric": traits["metric"].default_value, "layer": lens.depth}
 
 
 def inline_json(data_json: str) -> str:

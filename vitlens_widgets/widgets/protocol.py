@@ -8,14 +8,18 @@ error) carries the same ``id``. Numbers travel as binary buffers, never JSON lis
 kind        request fields                                   reply (header; buffers)
 ==========  ===============================================  =================================
 ping        —                                                pong
-slices      site, metric, classes (1..256 class indices),    slices; float32 [classes, rows, T]
-            base (optional: the unperturbed trace)
-logits      site, start, stop (rows of the site's table)     logits; float32 [n, T, C], [n, T]
-memories    site, layer (a block), token                     memories; float32 [k] coefficients
+slices      image, site, metric, classes (1..256 class       slices; float32 [classes, rows, T]
+            indices), base (optional: the unperturbed trace)
+logits      image, site, start, stop (rows of the site's     logits; float32 [n, T, C], [n, T]
+            table)
+memories    image, site, layer (a block), token              memories; float32 [k] coefficients
 ==========  ===============================================  =================================
 
-Replies to ``slices``, ``logits`` and ``memories`` also say which ``image`` and
-trace ``version`` they describe, so a view can drop answers for an older trace.
+``image`` is the gallery image the view is showing: the kernel answers only for the
+image it is showing too (an error otherwise), so numbers of one image are never taken
+for another's. Replies to ``slices``, ``logits`` and ``memories`` also say which
+``image`` and trace ``version`` they describe, so a view can drop answers for an older
+trace.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.trace import SITES
-from .specs import METRICS
+from ..engine.trace import SITES, layer_numbers
+from .specs import METRICS, SITE_SPECS
 
 MAX_CLASSES_PER_REQUEST = 256
 
@@ -41,6 +45,7 @@ class Ping:
 @dataclass(frozen=True)
 class SlicesRequest:
     id: int
+    image: int  # the gallery image the view is showing
     site: str
     metric: str
     classes: tuple[int, ...]
@@ -50,6 +55,7 @@ class SlicesRequest:
 @dataclass(frozen=True)
 class LogitsRequest:
     id: int
+    image: int  # the gallery image the view is showing
     site: str
     start: int
     stop: int
@@ -58,6 +64,7 @@ class LogitsRequest:
 @dataclass(frozen=True)
 class MemoriesRequest:
     id: int
+    image: int  # the gallery image the view is showing
     site: str
     layer: int
     token: int
@@ -92,24 +99,41 @@ def parse_request(content: Any, limits: Limits) -> Request:
     if kind == "ping":
         return Ping(rid)
     if kind == "slices":
-        base = content.get("base", False)
-        if not isinstance(base, bool):
-            raise ProtocolError(f"base must be true or false, got {base!r}")
-        return SlicesRequest(rid, _site(content), _metric(content), _classes(content, limits), base)
+        return _slices(content, rid, limits)
     if kind == "logits":
-        start, stop = _int(content, "start"), _int(content, "stop")
-        rows = limits.depth + (1 if content.get("site") == "resid" else 0)
-        if not 0 <= start < stop <= rows:
-            raise ProtocolError(f"rows {start}..{stop} are outside the site's 0..{rows}")
-        return LogitsRequest(rid, _site(content), start, stop)
+        return _logits(content, rid, limits)
     if kind == "memories":
-        site, layer, token = _site(content), _int(content, "layer"), _int(content, "token")
-        if not 1 <= layer <= limits.depth:
-            raise ProtocolError("memories live in blocks 1..L: move the layer slider past the embeddings")
-        if not 0 <= token < limits.n_tokens:
-            raise ProtocolError(f"token {token} is out of range 0..{limits.n_tokens - 1}")
-        return MemoriesRequest(rid, site, layer, token)
+        return _memories(content, rid, limits)
     raise ProtocolError(f"unknown request {kind!r}")
+
+
+def _slices(content: dict, rid: int, limits: Limits) -> SlicesRequest:
+    image, site, metric, classes = _image(content), _site(content), _metric(content), _classes(content, limits)
+    base = content.get("base", False)
+    if not isinstance(base, bool):
+        raise ProtocolError(f"base must be true or false, got {base!r}")
+    return SlicesRequest(rid, image, site, metric, classes, base)
+
+
+def _logits(content: dict, rid: int, limits: Limits) -> LogitsRequest:
+    image, site = _image(content), _site(content)
+    start, stop = _int(content, "start"), _int(content, "stop")
+    rows = len(layer_numbers(site, limits.depth))
+    if not 0 <= start < stop <= rows:
+        raise ProtocolError(f"rows {start}..{stop} are outside the site's 0..{rows}")
+    return LogitsRequest(rid, image, site, start, stop)
+
+
+def _memories(content: dict, rid: int, limits: Limits) -> MemoriesRequest:
+    image, site, layer, token = _image(content), _site(content), _int(content, "layer"), _int(content, "token")
+    blocks = layer_numbers(SITE_SPECS[site].memories, limits.depth)  # the sublayer's: no embeddings
+    if layer not in blocks:
+        raise ProtocolError(
+            f"memories live in blocks {blocks.start}..{blocks.stop - 1}: move the layer slider past the embeddings"
+        )
+    if not 0 <= token < limits.n_tokens:
+        raise ProtocolError(f"token {token} is out of range 0..{limits.n_tokens - 1}")
+    return MemoriesRequest(rid, image, site, layer, token)
 
 
 def error_reply(content: Any, message: str) -> dict[str, Any]:
@@ -131,6 +155,13 @@ def _int(content: dict, name: str) -> int:
     if not _is_int(value):
         raise ProtocolError(f"{name} must be an integer, got {value!r}")
     return value
+
+
+def _image(content: dict) -> int:
+    image = content.get("image")
+    if not _is_int(image) or image < 0:
+        raise ProtocolError(f"image must be the index (an integer >= 0) of the image the view shows, got {image!r}")
+    return image
 
 
 def _site(content: dict) -> str:

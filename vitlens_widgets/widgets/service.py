@@ -2,7 +2,9 @@
 
 Knows nothing of traits or rendering: the widget hands it the current trace, and
 :meth:`ExplorerService.answer` turns one message into one reply (header and binary
-buffers). It never raises: anything wrong becomes an error reply with the request's id.
+buffers). It never raises: anything wrong becomes an error reply with the request's id
+(a request for another image than the one shown, too), and an unexpected failure is
+also logged with its traceback.
 
 Thread-safe: JupyterLab may deliver widget messages to a kernel subshell, so requests can
 be answered in another thread than the one that changes the trace (a cell setting a trait).
@@ -11,6 +13,7 @@ A lock makes each answer describe one trace: its numbers, image and version agre
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,10 +29,15 @@ from .protocol import (
     MemoriesRequest,
     Ping,
     ProtocolError,
+    Request,
     SlicesRequest,
     error_reply,
     parse_request,
+    request_id,
 )
+from .specs import METRIC_SPECS, SITE_SPECS
+
+logger = logging.getLogger(__name__)
 
 LOGITS_TABLE_BYTES = 32 * 2**20  # largest logits table a view may hold (ViT-B/16: 10 MB); above it, classes one by one
 
@@ -49,7 +57,7 @@ class ExplorerService:
     Example:
         >>> service = ExplorerService(lens)
         >>> service.show(lens.trace(image), image=0, version=1)
-        >>> header, buffers = service.answer({"kind": "slices", "id": 7, "site": "resid",
+        >>> header, buffers = service.answer({"kind": "slices", "id": 7, "image": 0, "site": "resid",
         ...                                   "metric": "logit", "classes": [3]})
     """
 
@@ -86,18 +94,26 @@ class ExplorerService:
 
     def _answer(self, content: Any) -> Reply:
         try:
-            request = parse_request(content, self.limits)
-            if isinstance(request, Ping):
-                return {"kind": "pong", "id": request.id}, []
-            if self.trace is None:
-                raise ProtocolError("no image is traced yet")
-            if isinstance(request, SlicesRequest):
-                return self._slices(request)
-            if isinstance(request, LogitsRequest):
-                return self._logits(request)
-            return self._memories(request)
+            return self._reply(parse_request(content, self.limits))
         except ValueError as err:  # ProtocolError, and the engine's own checks
             return error_reply(content, str(err)), []
+        except Exception as err:  # a bug, or torch failing: the view still gets its answer
+            kind = content.get("kind") if isinstance(content, dict) else None
+            logger.exception("internal error while answering %s request %s", kind, request_id(content))
+            return error_reply(content, f"internal error while answering {kind}: {type(err).__name__}: {err}"), []
+
+    def _reply(self, request: Request) -> Reply:
+        if isinstance(request, Ping):
+            return {"kind": "pong", "id": request.id}, []
+        if self.trace is None:
+            raise ProtocolError("no image is traced yet")
+        if request.image != self.image:
+            raise ProtocolError(f"the kernel is showing image {self.image}, not image {request.image}")
+        if isinstance(request, SlicesRequest):
+            return self._slices(request)
+        if isinstance(request, LogitsRequest):
+            return self._logits(request)
+        return self._memories(request)
 
     def _header(self, kind: str, request_id: int, **fields: Any) -> dict[str, Any]:
         return {"kind": kind, "id": request_id, "image": self.image, "version": self.version, **fields}
@@ -107,7 +123,7 @@ class ExplorerService:
         if request.base:
             data = metric_slices(self.base_trace, request.site, request.metric, classes)
         else:
-            ranked = request.metric == "identifiability"
+            ranked = METRIC_SPECS[request.metric].ranked
             index = self._rank_index_for(request.site, len(classes)) if ranked else None
             data = metric_slices(self.trace, request.site, request.metric, classes, index)
         header = self._header(
@@ -183,7 +199,7 @@ class ExplorerService:
 
     def _memories(self, request: MemoriesRequest) -> Reply:
         """The most activated memories of one token at one block, and the classes each one writes."""
-        kind = "attn" if request.site == "attn" else "mlp"
+        kind = SITE_SPECS[request.site].memories
         memories = token_memories(self.lens, self.trace, request.token, request.layer, kind, self._memory_classes)
         header = self._header(
             "memories",
@@ -198,6 +214,9 @@ class ExplorerService:
 
     @property
     def table_rows_per_message(self) -> int:
-        """Rows of a logits table per message, so one message stays near 1 MB (ViT-B/16: one row)."""
+        """Rows of a logits table per message, so one message stays near 1 MB (ViT-B/16: one row); 0 when
+        the residual stream's table is above :data:`LOGITS_TABLE_BYTES`, so the view never asks for one."""
         tokens, classes = self.limits.n_tokens, self.limits.num_classes
+        if (self.limits.depth + 1) * tokens * classes * 4 > LOGITS_TABLE_BYTES:
+            return 0
         return max(1, 2**20 // (tokens * classes * 4))

@@ -2,8 +2,9 @@
 
 The view does not restate any of this: :func:`view_specs` sends it as data (the
 ``specs`` trait), and the snapshot and the bqplot trajectories read the same
-descriptors and :data:`PALETTE`. Adding a metric is one :class:`MetricSpec` here,
-its maths in :func:`~vitlens_widgets.widgets.payload.metric_slices` and in
+descriptors. Colours are :data:`PALETTE`, read from ``static/palette.json``, which
+the view bundles when it is built. Adding a metric is one :class:`MetricSpec`
+here, its maths in :func:`~vitlens_widgets.widgets.payload.metric_slices` and in
 ``js/metrics.ts``.
 """
 
@@ -28,6 +29,7 @@ class SiteSpec:
     name: str
     label: str
     layer_label: str  # how layer b reads, e.g. "after block {layer}"
+    memories: Literal["attn", "mlp"]  # whose key-value memories the hover panel shows at this site
     zero_label: str | None = None  # the name of layer 0 when the site has one
 
     def layers(self, depth: int) -> range:
@@ -52,17 +54,18 @@ class MetricSpec:
     label: str
     scale: Literal["sequential", "diverging"]
     value_range: tuple[float, float] | None  # None: symmetric around 0, from the data shown
+    ranked: bool = False  # computed from each token's ranking of all classes (a rank index speeds it up)
 
 
 SITE_SPECS: dict[str, SiteSpec] = {
-    "resid": SiteSpec("resid", "residual stream", "after block {layer}", zero_label="embeddings"),
-    "attn": SiteSpec("attn", "attention", "attention of block {layer}"),
-    "mlp": SiteSpec("mlp", "MLP", "MLP of block {layer}"),
+    "resid": SiteSpec("resid", "residual stream", "after block {layer}", "mlp", zero_label="embeddings"),
+    "attn": SiteSpec("attn", "attention", "attention of block {layer}", "attn"),
+    "mlp": SiteSpec("mlp", "MLP", "MLP of block {layer}", "mlp"),
 }
 assert tuple(SITE_SPECS) == SITES, "one descriptor per engine site"
 
 METRIC_SPECS: dict[str, MetricSpec] = {
-    "identifiability": MetricSpec("identifiability", "identifiability", "sequential", (0.0, 1.0)),
+    "identifiability": MetricSpec("identifiability", "identifiability", "sequential", (0.0, 1.0), ranked=True),
     "probability": MetricSpec("probability", "probability", "sequential", (0.0, 1.0)),
     "logit": MetricSpec("logit", "logit", "diverging", None),
 }
@@ -96,6 +99,7 @@ def view_specs(depth: int, relevance_methods: tuple[str, ...] = ()) -> dict[str,
                 "label": s.label,
                 "layers": list(s.layers(depth)),
                 "layer_labels": [s.describe(b, depth) for b in s.layers(depth)],
+                "memories": s.memories,
             }
             for s in SITE_SPECS.values()
         ],
@@ -113,5 +117,4 @@ def view_specs(depth: int, relevance_methods: tuple[str, ...] = ()) -> dict[str,
             {"name": "", "label": "off"},
             *({"name": m, "label": m.replace("_", " ")} for m in relevance_methods),
         ],
-        "palette": {"heat": PALETTE["heat"], "lines": PALETTE["lines"]},
     }
