@@ -383,7 +383,8 @@ export class ExplorerApp implements Actions {
     const map = maps.subarray(row * size, (row + 1) * size);
     const values = new Float32Array(frame.layout.n_tokens).fill(NaN);
     values.set(map, frame.layout.prefix.length);
-    return { values, scale: relevanceScale(map, method === "class_space") };
+    const signed = !!frame.specs.relevance.find((r) => r.name === method)?.signed;
+    return { values, scale: relevanceScale(map, signed) };
   }
 
   private readTopk(): void {
@@ -491,7 +492,12 @@ export function trajectoryLines(slice: Float32Array, frame: Frame, base?: Float3
     lines.push({ token: cls, label: "[CLS]", colour: LINES.cls, values: column(slice, cls) });
   lines.push({ token: -1, label: "image tokens (mean)", colour: LINES.mean, values: mean(slice) });
   frame.selected.forEach((t, i) =>
-    lines.push({ token: t, label: `token ${t}`, colour: tokenColour(i), values: column(slice, t) }),
+    lines.push({
+      token: t,
+      label: layout.names[t],
+      colour: tokenColour(i),
+      values: column(slice, t),
+    }),
   );
   if (base) {
     if (cls >= 0)

@@ -11,6 +11,7 @@ export interface Layout {
   grid: [number, number];
   prefix: string[];
   n_tokens: number;
+  names: string[]; // per token, the engine's name ("cls", "reg0", "patch 3,4")
   image_size: [number, number];
 }
 
@@ -34,11 +35,15 @@ export interface Option {
   label: string;
 }
 
+export interface RelevanceOption extends Option {
+  signed?: boolean; // its maps have negative values too (a diverging scale)
+}
+
 export interface Specs {
   sites: SiteSpec[];
   metrics: MetricSpec[];
   attention: Option[];
-  relevance: Option[];
+  relevance: RelevanceOption[];
   table_rows?: number; // rows of a logits table per message (kernel only; 0: tables too large, never asked)
 }
 

@@ -37,6 +37,7 @@ def test_explorer_starts_on_the_prediction_at_the_last_layer(explorer, lens):
         "grid": [4, 4],
         "prefix": ["cls"],
         "n_tokens": 17,
+        "names": ["cls", *(f"patch {r},{c}" for r in range(4) for c in range(4))],
         "image_size": [64, 64],
     }
     assert explorer.cls == explorer.prediction == trace.prediction.index
@@ -55,6 +56,8 @@ def test_specs_describe_sites_metrics_and_layers_once(explorer):
     assert metrics["identifiability"]["range"] == [0.0, 1.0]
     assert [o["name"] for o in explorer.specs["attention"]] == ["", "self_only", "no_cls"]
     assert explorer.specs["table_rows"] >= 1
+    signed = {r["name"]: r.get("signed") for r in explorer.specs["relevance"] if r["name"]}
+    assert signed == {"class_space": True, "rollout": False, "grad_rollout": False, "random": False}
     assert {name: s["memories"] for name, s in sites.items()} == {"resid": "mlp", "attn": "attn", "mlp": "mlp"}
     assert "palette" not in explorer.specs  # the view bundles static/palette.json itself
 

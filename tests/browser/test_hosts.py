@@ -116,12 +116,12 @@ def shown_class(page: Page) -> int:
     return vl.Lens.demo().class_index(page.get_by_role("combobox", name="Class").input_value())
 
 
-def cls_line_values(trajectories: Locator) -> list[float]:
-    """The [CLS] line's values, read back from its points through the y axis (drawn from lo to hi)."""
+def line_values(trajectories: Locator, token: int) -> list[float]:
+    """A token's line values, read back from its points through the y axis (drawn from lo to hi)."""
     axis = trajectories.locator("line.vl-axis").nth(1)
     y_lo, y_hi = float(axis.get_attribute("y1")), float(axis.get_attribute("y2"))
     lo, hi = 0.0, 1.0  # identifiability's fixed range (METRIC_SPECS)
-    points = trajectories.locator("polyline.vl-series[data-token='0']").first.get_attribute("points")
+    points = trajectories.locator(f"polyline.vl-series[data-token='{token}']").first.get_attribute("points")
     return [lo + (y_lo - float(p.split(",")[1])) / (y_lo - y_hi) * (hi - lo) for p in points.split()]
 
 
@@ -140,7 +140,7 @@ def test_the_grid_shows_the_engines_identifiability(host: Host):
 def test_the_cls_trajectory_is_the_engines_identifiability_over_layers(host: Host, trajectories: Locator):
     trace = demo_trace()
     expected = trace.identifiability(shown_class(host.page), "resid")[:, 0]
-    np.testing.assert_allclose(cls_line_values(trajectories), expected, atol=0.01)
+    np.testing.assert_allclose(line_values(trajectories, 0), expected, atol=0.01)
 
 
 def test_the_grid_paints_every_patch(host: Host):
@@ -218,6 +218,10 @@ def test_clicking_a_cell_adds_its_trajectory(host: Host, trajectories: Locator):
     assert token not in before
     grid.get_by_role("gridcell", name="patch row 4, column 5").click()
     assert changes(lambda: series(page).keys(), before) == {*before, token}
+    line = trajectories.locator(f"polyline.vl-series[data-token='{token}'] title")
+    assert line.text_content() == "patch 3,4"  # the engine's name for the token, as in the snapshot
+    expected = demo_trace().identifiability(shown_class(page), "resid")[:, token]
+    np.testing.assert_allclose(line_values(trajectories, token), expected, atol=0.01)
 
 
 def test_the_layer_marker_sits_on_the_current_layer(host: Host, trajectories: Locator):

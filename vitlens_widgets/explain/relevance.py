@@ -42,6 +42,7 @@ from ..engine.trace import Trace
 Readout = Callable[[torch.Tensor], torch.Tensor]
 
 METHODS = ("class_space", "rollout", "grad_rollout", "random")
+SIGNED_METHODS = frozenset({"class_space"})  # maps with negative values too: drawn on a diverging scale
 
 
 @dataclass(frozen=True)

@@ -128,13 +128,14 @@ class Explorer(anywidget.AnyWidget):
         self.lens = lens
         self._images = check_gallery(lens, images)
         self.service = ExplorerService(lens)
-        from ..explain import METHODS
+        from ..explain import METHODS, SIGNED_METHODS
 
         super().__init__(**kwargs)
         self.trace: Trace = lens.trace(self._images[0])
         self.base_trace: Trace = self.trace
         with self.hold_sync():
-            self.specs = {**view_specs(lens.depth, METHODS), "table_rows": self.service.table_rows_per_message}
+            specs = view_specs(lens.depth, METHODS, SIGNED_METHODS)
+            self.specs = {**specs, "table_rows": self.service.table_rows_per_message}
             self.class_names = [lens.class_names.short(i) for i in range(lens.num_classes)]
             self.n_images = len(self._images)
             self._show_image(self.image_index, layer=lens.depth)

@@ -77,6 +77,7 @@ def layout_dict(trace: Trace) -> dict:
         "grid": list(tokens.grid),
         "prefix": list(tokens.prefix),
         "n_tokens": tokens.n_tokens,
+        "names": list(tokens.names),  # the engine's token names, for labels ("cls", "patch 3,4")
         "image_size": list(trace.image.shape[:2]),
     }
 

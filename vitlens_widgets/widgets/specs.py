@@ -90,7 +90,9 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def view_specs(depth: int, relevance_methods: tuple[str, ...] = ()) -> dict[str, Any]:
+def view_specs(
+    depth: int, relevance_methods: tuple[str, ...] = (), signed_relevance: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Everything the view needs to label, number and colour what it draws, as JSON."""
     return {
         "sites": [
@@ -115,6 +117,6 @@ def view_specs(depth: int, relevance_methods: tuple[str, ...] = ()) -> dict[str,
         "attention": [{"name": k, "label": v} for k, v in ATTENTION_OPTIONS.items()],
         "relevance": [
             {"name": "", "label": "off"},
-            *({"name": m, "label": m.replace("_", " ")} for m in relevance_methods),
+            *({"name": m, "label": m.replace("_", " "), "signed": m in signed_relevance} for m in relevance_methods),
         ],
     }
