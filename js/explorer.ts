@@ -37,6 +37,7 @@ import { type DataSource, Heartbeat, KernelSource } from "./source";
 import { SliceStore } from "./store";
 import { HOLD_FRAME_MS, SETTLE_MS } from "./timing";
 import { type Line, TrajectoryChart } from "./trajectories";
+import { ViewState } from "./viewstate";
 
 /**
  * Traits the kernel does not act on (requests name their class and metric themselves): set at once in
@@ -85,6 +86,8 @@ const TRAITS: (keyof Traits)[] = [
 
 export class ExplorerApp implements Actions {
   readonly root = el("div", "vl-explorer");
+  /** The widget's state, with the view's changes not sent yet (see ViewState). */
+  readonly model: ViewState;
   readonly store: SliceStore;
   /** The slice last painted and when (performance.now()), for tests and benchmarks. */
   lastPaint = { key: "", at: 0 };
@@ -110,9 +113,10 @@ export class ExplorerApp implements Actions {
   private cleanups: (() => void)[] = [];
 
   constructor(
-    readonly model: StateModel,
+    model: StateModel,
     private source: DataSource,
   ) {
+    this.model = new ViewState(model, [...VIEW_ONLY, ...AFTER_ANSWER]);
     this.store = new SliceStore(
       source,
       () => this.invalidate(),
@@ -193,9 +197,11 @@ export class ExplorerApp implements Actions {
   /** Change one piece of state as a user action does (also used by tests and benchmarks). */
   set<K extends keyof Traits>(name: K, value: Traits[K]): void {
     this.heartbeat.userActive();
-    this.model.set(name, value);
-    if (name === "site") this.clampLayer();
     const relevanceClass = name === "cls" && !!this.model.get("relevance_method");
+    if ((VIEW_ONLY.has(name) && !relevanceClass) || AFTER_ANSWER.has(name))
+      this.model.hold(name, value);
+    else this.model.set(name, value);
+    if (name === "site") this.clampLayer();
     if (VIEW_ONLY.has(name) && !relevanceClass) return this.syncSoon();
     clearTimeout(this.syncTimer);
     if (AFTER_ANSWER.has(name)) return this.syncAfterAnswer();
@@ -222,7 +228,7 @@ export class ExplorerApp implements Actions {
   private clampLayer(): void {
     const site = siteSpec(this.model.get("specs"), this.model.get("site"));
     const layer = this.model.get("layer");
-    if (!site.layers.includes(layer)) this.model.set("layer", site.layers[rowOf(site, layer)]);
+    if (!site.layers.includes(layer)) this.model.hold("layer", site.layers[rowOf(site, layer)]);
   }
 
   showError(message: string): void {
@@ -458,10 +464,9 @@ export class ExplorerApp implements Actions {
     this.panels.forEach((p) => p.dispose?.());
     clearTimeout(this.memoriesTimer);
     this.release();
-    if (this.syncTimer !== undefined) {
-      clearTimeout(this.syncTimer);
-      this.model.save_changes(); // the kernel still learns the last state shown
-    }
+    clearTimeout(this.syncTimer);
+    if (this.model.holding) this.model.save_changes(); // the kernel still learns the last state shown
+    this.model.dispose();
     this.store.dispose();
     this.source.dispose();
     this.grid.dispose();

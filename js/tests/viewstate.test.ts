@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import type { StateModel, Traits } from "../model";
+import { ViewState } from "../viewstate";
+
+/** A widget model as ipywidgets keeps one: it sends what was set on it since the last save_changes. */
+class RecordingModel {
+  state: Record<string, unknown> = { layer: 6, cls: 0, site: "resid", image_index: 0 };
+  unsent: Record<string, unknown> = {};
+  sent: Record<string, unknown>[] = [];
+  private listeners = new Map<string, Set<() => void>>();
+  get(name: string) {
+    return this.state[name];
+  }
+  set(name: string, value: unknown) {
+    if (this.state[name] === value) return;
+    this.state[name] = value;
+    this.unsent[name] = value;
+    this.listeners.get(`change:${name}`)?.forEach((fn) => fn());
+  }
+  /** A change from the kernel: shown, not sent back. */
+  fromKernel(name: string, value: unknown) {
+    this.state[name] = value;
+    this.listeners.get(`change:${name}`)?.forEach((fn) => fn());
+  }
+  save_changes() {
+    this.sent.push(this.unsent);
+    this.unsent = {};
+  }
+  on(event: string, fn: () => void) {
+    if (!this.listeners.has(event)) this.listeners.set(event, new Set());
+    this.listeners.get(event)!.add(fn);
+  }
+  off(event: string, fn: () => void) {
+    this.listeners.get(event)?.delete(fn);
+  }
+}
+
+function viewOf(model: RecordingModel): ViewState {
+  return new ViewState(
+    model as unknown as StateModel,
+    ["layer", "cls", "site"] as (keyof Traits)[],
+  );
+}
+
+test("a held change is shown at once and sent at the flush, with what was set meanwhile", () => {
+  const model = new RecordingModel();
+  const view = viewOf(model);
+  let redraws = 0;
+  view.on("change:layer", () => redraws++);
+  view.hold("layer", 3);
+  view.hold("layer", 2);
+  assert.equal(view.get("layer"), 2);
+  assert.equal(model.get("layer"), 6); // nothing set on the model yet
+  assert.equal(redraws, 2);
+  view.set("image_index", 1);
+  view.save_changes();
+  assert.deepEqual(model.sent, [{ image_index: 1, layer: 2 }]);
+  assert.equal(view.holding, false);
+});
+
+test("a change the kernel makes meanwhile wins over the held one", () => {
+  const model = new RecordingModel();
+  const view = viewOf(model);
+  view.hold("layer", 3); // the user scrubs
+  model.fromKernel("layer", 1); // a cell runs explorer.layer = 1 before the view sends its change
+  assert.equal(view.get("layer"), 1);
+  view.save_changes(); // the pause comes: the older layer is not sent
+  assert.deepEqual(model.sent, [{}]);
+  assert.equal(model.get("layer"), 1);
+});
+
+test("after dispose, kernel changes no longer reach the view's held state", () => {
+  const model = new RecordingModel();
+  const view = viewOf(model);
+  view.dispose();
+  view.hold("cls", 4);
+  model.fromKernel("cls", 2);
+  assert.equal(view.get("cls"), 4);
+});

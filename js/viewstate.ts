@@ -1,0 +1,74 @@
+/**
+ * The widget's state as the view sees it. Some changes are told to the kernel later (after a pause, or
+ * once their numbers are painted); until then they are held here, not set on the model. A model only
+ * sends what was set on it, so a change the kernel makes meanwhile (Python running `explorer.layer = 1`)
+ * wins: it replaces the held value instead of being overwritten when the view's older one is sent.
+ */
+
+import type { StateModel, Traits } from "./model";
+
+type Name = keyof Traits;
+type Listener = (...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export class ViewState implements StateModel {
+  private held = new Map<Name, unknown>();
+  private listeners = new Map<string, Set<Listener>>();
+  private cleanups: (() => void)[] = [];
+
+  constructor(
+    private model: StateModel,
+    holdable: Iterable<Name>,
+  ) {
+    for (const name of holdable) {
+      const kernelWins = () => this.held.delete(name); // the model changed it: a newer value than ours
+      model.on(`change:${name}`, kernelWins);
+      this.cleanups.push(() => model.off(`change:${name}`, kernelWins));
+    }
+  }
+
+  get<K extends Name>(name: K): Traits[K] {
+    return (this.held.has(name) ? this.held.get(name) : this.model.get(name)) as Traits[K];
+  }
+
+  /** Set on the model now (it is sent with the next save_changes). */
+  set<K extends Name>(name: K, value: Traits[K]): void {
+    this.held.delete(name);
+    this.model.set(name, value);
+  }
+
+  /** Change what the view shows now; the model gets it at the next flush. */
+  hold<K extends Name>(name: K, value: Traits[K]): void {
+    if (this.get(name) === value) return;
+    this.held.set(name, value);
+    this.listeners.get(`change:${name}`)?.forEach((fn) => fn()); // the view redraws; the model is unchanged
+  }
+
+  /** Whether a held change waits for a flush. */
+  get holding(): boolean {
+    return this.held.size > 0;
+  }
+
+  /** Set every held change on the model and send all of them, with anything else set, in one update. */
+  save_changes(): void {
+    const changes = [...this.held];
+    this.held.clear();
+    for (const [name, value] of changes) this.model.set(name, value as Traits[typeof name]);
+    this.model.save_changes();
+  }
+
+  on(event: string, callback: Listener): void {
+    this.model.on(event, callback);
+    if (!this.listeners.has(event)) this.listeners.set(event, new Set());
+    this.listeners.get(event)!.add(callback);
+  }
+
+  off(event?: string | null, callback?: Listener | null): void {
+    if (!event || !callback) return;
+    this.model.off(event as `change:${Name}`, callback);
+    this.listeners.get(event)?.delete(callback);
+  }
+
+  dispose(): void {
+    this.cleanups.forEach((fn) => fn());
+  }
+}
