@@ -9,6 +9,7 @@ if [ ! -x /usr/bin/chromium ]; then
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
 fi
 export HF_HUB_OFFLINE=1
+export VITLENS_REQUIRE_BROWSER=1  # chromium was installed above: browser tests must run, not skip
 echo "==> ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
