@@ -11,6 +11,8 @@ import pytest
 import timm
 import torch
 
+import vitlens_widgets as vl
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # family -> (timm name, kwargs). Two blocks and a small input keep each model fast.
@@ -38,6 +40,14 @@ def make_model(family: str, seed: int = 0, depth: int = 2) -> torch.nn.Module:
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def lens() -> vl.Lens:
+    """A small random ViT (3 blocks, 4x4 patches of 64x64 images) named with the shapes dataset's 10 classes."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=3, img_size=64, num_classes=10)
+    return vl.Lens(model, class_names=list(vl.data.CLASS_NAMES))
 
 
 @pytest.fixture(params=list(FAMILIES))

@@ -9,8 +9,6 @@ import threading
 
 import numpy as np
 import pytest
-import timm
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,13 +18,6 @@ from vitlens_widgets.widgets.payload import metric_slices
 from vitlens_widgets.widgets.protocol import Limits, ProtocolError, parse_request
 from vitlens_widgets.widgets.service import ExplorerService
 from vitlens_widgets.widgets.specs import METRIC_SPECS, SITE_SPECS
-
-
-@pytest.fixture(scope="module")
-def lens() -> vl.Lens:
-    torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=3, img_size=64, num_classes=10)
-    return vl.Lens(model, class_names=list(vl.data.CLASS_NAMES))
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,6 @@ from vitlens_widgets.widgets.payload import token_topk
 
 
 @pytest.fixture(scope="module")
-def lens() -> vl.Lens:
-    torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=3, img_size=64, num_classes=10)
-    return vl.Lens(model, class_names=list(vl.data.CLASS_NAMES))
-
-
-@pytest.fixture(scope="module")
 def pooled_lens() -> vl.Lens:
     """A model without a class token: attention="no_cls" cannot be traced on it."""
     torch.manual_seed(0)

@@ -10,19 +10,10 @@ import sys
 
 import numpy as np
 import pytest
-import timm
-import torch
 import traitlets
 
 import vitlens_widgets as vl
 from vitlens_widgets.widgets.payload import metric_slices, token_topk
-
-
-@pytest.fixture(scope="module")
-def lens() -> vl.Lens:
-    torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=3, img_size=64, num_classes=10)
-    return vl.Lens(model, class_names=list(vl.data.CLASS_NAMES))
 
 
 @pytest.fixture
