@@ -45,7 +45,8 @@ def lab_page(browser, tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     cells = [NOTEBOOK_CELL, SLOW_ANSWERS, QUICK_ANSWERS, "import os\nos._exit(1)  # the kernel dies"]
     write_notebook(root / "explore.ipynb", cells)
-    with running_lab(root) as lab:
+    settings = [f"--LabApp.user_settings_dir={root / 'settings'}", f"--LabApp.workspaces_dir={root / 'workspaces'}"]
+    with running_lab(root, settings) as lab:  # a theme the tests choose stays in this server's settings
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -351,6 +352,37 @@ def test_redrawing_an_unchanged_frame_writes_nothing_to_the_page(lab_page):
     assert page.evaluate(REDRAW_MUTATIONS) == []
     page.mouse.move(0, 0)
     assert page.evaluate(REDRAW_MUTATIONS) == []
+
+
+def set_theme(page, name: str) -> None:
+    """Settings > Theme > ``name``, through JupyterLab's menus as a user picks it."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Settings$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(name)}$")).click()
+
+
+def explorer_brightness(page) -> tuple[float, float]:
+    """The explorer's text and background brightness, 0 (black) to 255 (white)."""
+    style = page.locator(".vl-explorer").evaluate(
+        "e => [getComputedStyle(e).color, getComputedStyle(e).backgroundColor]"
+    )
+    text, background = (sum(rgb(c)) / 3 for c in style)
+    return text, background
+
+
+def test_the_explorer_follows_jupyterlabs_theme(lab_page):
+    page, _ = lab_page
+    text, background = explorer_brightness(page)
+    assert text < 80 and background > 200  # JupyterLab Light
+    set_theme(page, "JupyterLab Dark")
+    try:
+        page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
+        page.wait_for_timeout(500)  # the theme's stylesheet applies
+        text, background = explorer_brightness(page)
+        assert text > 150 and background < 80
+    finally:
+        set_theme(page, "JupyterLab Light")
+        page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'")
 
 
 def test_no_errors_in_the_browser_console(lab_page):
