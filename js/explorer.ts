@@ -32,7 +32,7 @@ import {
   toArrayBuffer,
   type Traits,
 } from "./model";
-import { LINES, relevanceScale, scaleFor, tokenColour } from "./palette";
+import { DASHES, LINES, relevanceScale, scaleFor, tokenColour } from "./palette";
 import { type DataSource, Heartbeat, KernelSource } from "./source";
 import { SliceStore } from "./store";
 import { HOLD_FRAME_MS, SETTLE_MS } from "./timing";
@@ -495,7 +495,13 @@ export function trajectoryLines(slice: Float32Array, frame: Frame, base?: Float3
   const lines: Line[] = [];
   if (cls >= 0)
     lines.push({ token: cls, label: "[CLS]", colour: LINES.cls, values: column(slice, cls) });
-  lines.push({ token: -1, label: "image tokens (mean)", colour: LINES.mean, values: mean(slice) });
+  lines.push({
+    token: -1,
+    label: "image tokens (mean)",
+    colour: LINES.mean,
+    values: mean(slice),
+    dash: DASHES.mean,
+  });
   frame.selected.forEach((t, i) =>
     lines.push({
       token: t,
@@ -512,6 +518,7 @@ export function trajectoryLines(slice: Float32Array, frame: Frame, base?: Float3
         colour: LINES.baseline,
         values: column(base, cls),
         dashed: true,
+        dash: DASHES.baseline,
       });
     lines.push({
       token: -1,
@@ -519,6 +526,7 @@ export function trajectoryLines(slice: Float32Array, frame: Frame, base?: Float3
       colour: LINES.baseline,
       values: mean(base),
       dashed: true,
+      dash: DASHES.baseline,
     });
   }
   return lines;

@@ -7,6 +7,8 @@ export type Rgb = [number, number, number];
 
 const HEAT = palette.heat as Record<"sequential" | "diverging", Rgb[]>;
 export const LINES = palette.lines;
+/** Dash patterns (on, off, in pixels) of the mean line, the unperturbed lines and the layer marker. */
+export const DASHES = palette.dashes;
 /** How opaque the heat map is over the image crop. */
 export const HEAT_OPACITY: number = palette.heat_opacity;
 

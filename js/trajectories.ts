@@ -3,7 +3,7 @@
  * marker at the current layer. Lines are rebuilt when the data changes; the marker moves alone.
  */
 
-import { LINES } from "./palette";
+import { DASHES, LINES } from "./palette";
 
 const SVG = "http://www.w3.org/2000/svg";
 const W = 520;
@@ -16,6 +16,7 @@ export interface Line {
   colour: string;
   values: number[];
   dashed?: boolean; // the unperturbed model's line
+  dash?: number[]; // its stroke pattern (on, off), from the palette
 }
 
 export interface ChartData {
@@ -38,7 +39,11 @@ function node<K extends keyof SVGElementTagNameMap>(
 
 export class TrajectoryChart {
   readonly root: SVGSVGElement;
-  private marker = node("line", { class: "vl-marker", stroke: LINES.marker });
+  private marker = node("line", {
+    class: "vl-marker",
+    stroke: LINES.marker,
+    "stroke-dasharray": DASHES.marker.join(" "),
+  });
   private data: ChartData | null = null;
   private dataKey = "";
 
@@ -138,8 +143,7 @@ export class TrajectoryChart {
       stroke: line.colour,
       "data-token": line.token,
     });
-    if (line.token === -1) path.setAttribute("stroke-dasharray", "6 3");
-    if (line.dashed) path.setAttribute("stroke-dasharray", "2 3");
+    if (line.dash) path.setAttribute("stroke-dasharray", line.dash.join(" "));
     path.append(node("title", {}, line.label));
     path.addEventListener("mouseenter", () => this.onHover(line.token));
     path.addEventListener("mouseleave", () => this.onHover(-1));

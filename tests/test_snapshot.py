@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import vitlens_widgets as vl
 from vitlens_widgets.widgets import snapshot
@@ -98,7 +98,28 @@ def test_the_layer_marker_is_the_palettes(lens, images):
     picture = np.asarray(trajectory_image(range(7), lines, 3, "identifiability"))
     marker = tuple(int(PALETTE_FILE["lines"]["marker"][i : i + 2], 16) for i in (1, 3, 5))
     column = picture[:, 38 + (300 - 10 - 38) * 3 // 6]  # layer 3 of 0..6 between the plot's left and right edges
-    assert (column == marker).all(axis=1).sum() > 100  # most of the plot's height
+    on, off = PALETTE_FILE["dashes"]["marker"]
+    painted = (column[22 : 200 - 48] == marker).all(axis=1)  # the plot's height, dashed as in the view
+    assert painted.mean() == pytest.approx(on / (on + off), abs=0.05)
+
+
+def test_dashed_lines_follow_the_palettes_pattern_across_corners():
+    picture = Image.new("RGB", (100, 40), "white")
+    snapshot.polyline(ImageDraw.Draw(picture), [(0, 10), (45, 10), (45, 30), (0, 30)], (0, 0, 0), 1, (6, 3))
+    ink = (np.asarray(picture)[..., 0] == 0).sum()
+    assert ink == pytest.approx(110 * 6 / 9, abs=4)  # 110 px of path, 6 of every 9 drawn
+    solid = Image.new("RGB", (100, 40), "white")
+    snapshot.polyline(ImageDraw.Draw(solid), [(0, 10), (45, 10)], (0, 0, 0), 1)
+    assert (np.asarray(solid)[10, :46, 0] == 0).all()
+
+
+def test_the_mean_line_is_dashed_everywhere_it_is_drawn(lens, images):
+    trace = lens.trace(images[0])
+    lines = vl.plots.trajectory_lines(trace, trace.identifiability(0, "resid"))
+    assert {line.label: line.dash for line in lines} == {"[CLS]": None, "image tokens (mean)": (6, 3)}
+    figure = vl.plots.trajectories(trace, 0)
+    styles = {mark.labels[0]: mark.line_style for mark in figure.marks if mark.labels}
+    assert styles["image tokens (mean)"] == "dashed" and styles["[CLS]"] == "solid"
 
 
 def test_titles_use_the_metric_label(lens, images, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from functools import cache
 
@@ -11,7 +10,7 @@ import pytest
 from playwright.sync_api import Locator, Page
 
 import vitlens_widgets as vl
-from vitlens_widgets.widgets.specs import METRIC_SPECS, SITE_SPECS, STATIC
+from vitlens_widgets.widgets.specs import METRIC_SPECS, PALETTE, SITE_SPECS
 
 from .hosts import HOSTS, Host
 from .jupyter import CHROMIUM, chromium_available
@@ -102,7 +101,7 @@ def demo_trace():
 
 def sequential_colour(value: float) -> np.ndarray:
     """The palette's sequential heat colour of ``value`` in 0..1 (the view's interpolation)."""
-    stops = np.array(json.loads((STATIC / "palette.json").read_text())["heat"]["sequential"], float)
+    stops = np.array(PALETTE["heat"]["sequential"], float)
     x = min(1.0, max(0.0, value)) * (len(stops) - 1)
     i = min(len(stops) - 2, int(x))
     return stops[i] + (stops[i + 1] - stops[i]) * (x - i)
@@ -196,6 +195,8 @@ def test_trajectories_are_one_polyline_per_token_over_every_layer(host: Host, tr
     for token, points in lines.items():
         assert -1 <= token < n_tokens
         assert len(points.split()) == n_layers
+    mean_dash = trajectories.locator("polyline.vl-series[data-token='-1']").get_attribute("stroke-dasharray")
+    assert mean_dash == " ".join(map(str, PALETTE["dashes"]["mean"]))  # as the snapshot and vl.plots draw it
 
 
 def test_picking_a_class_moves_the_trajectories(host: Host, trajectories: Locator):

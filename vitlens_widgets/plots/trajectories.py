@@ -47,7 +47,7 @@ def trajectories(
             colors=[line.colour],
             labels=[line.label],
             display_legend=True,
-            line_style="dash_dotted" if line.token == -1 else "solid",
+            line_style="dashed" if line.dash else "solid",
             stroke_width=2.5,
         )
         for line in lines

@@ -16,6 +16,7 @@ from ..engine.trace import Trace
 from .specs import METRIC_SPECS, PALETTE
 
 LINE_COLOURS = PALETTE["lines"]
+LINE_DASHES: dict[str, tuple[float, float]] = {name: tuple(dash) for name, dash in PALETTE["dashes"].items()}
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Line:
     label: str
     colour: str
     values: np.ndarray  # [rows]
+    dash: tuple[float, float] | None = None  # (on, off) in pixels, from the palette; None: solid
 
 
 def token_colour(position: int) -> str:
@@ -48,7 +50,7 @@ def trajectory_lines(trace: Trace, values: np.ndarray, tokens: Sequence[int] = (
     image = values[:, trace.tokens.image_tokens]
     with np.errstate(invalid="ignore"):
         mean = np.nanmean(image, axis=1) if np.isfinite(image).any() else np.full(len(values), np.nan)
-    lines.append(Line(-1, "image tokens (mean)", LINE_COLOURS["mean"], mean))
+    lines.append(Line(-1, "image tokens (mean)", LINE_COLOURS["mean"], mean, LINE_DASHES["mean"]))
     for i, token in enumerate(tokens):
         lines.append(Line(int(token), trace.tokens.names[token], token_colour(i), values[:, token]))
     return lines

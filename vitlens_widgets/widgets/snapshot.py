@@ -11,13 +11,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..engine.trace import Trace, layer_numbers, layer_row
-from .lines import LINE_COLOURS, Line, trajectory_lines, value_range
+from .lines import LINE_COLOURS, LINE_DASHES, Line, trajectory_lines, value_range
 from .payload import metric_slices
 from .specs import METRIC_SPECS, PALETTE, SITE_SPECS
 
@@ -101,7 +103,7 @@ def trajectory_image(
     draw.text((left, 4), title[:48], fill=(40, 40, 40), font=font)
     draw.rectangle([left, top, right, bottom], outline=(160, 160, 160))
     marker_x = xy(current, lo)[0]
-    draw.line([(marker_x, top), (marker_x, bottom)], fill=_rgb(LINE_COLOURS["marker"]), width=1)
+    polyline(draw, [(marker_x, top), (marker_x, bottom)], _rgb(LINE_COLOURS["marker"]), 1, LINE_DASHES["marker"])
     for value in (lo, hi):
         draw.text((2, xy(layers[0], value)[1] - 6), f"{value:.2g}", fill=(80, 80, 80), font=font)
     draw.text((left, bottom + 3), f"layer {layers[0]}", fill=(80, 80, 80), font=font)
@@ -110,12 +112,42 @@ def trajectory_image(
         colour, name = _rgb(line.colour), line.label
         points = [xy(layer, float(v)) for layer, v in zip(layers, line.values) if np.isfinite(v)]
         if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
+            polyline(draw, points, colour, 2, line.dash)
         legend_x = left + (n % 3) * 85
         legend_y = bottom + 17 + (n // 3) * 13
-        draw.line([(legend_x, legend_y + 6), (legend_x + 14, legend_y + 6)], fill=colour, width=2)
+        polyline(draw, [(legend_x, legend_y + 6), (legend_x + 14, legend_y + 6)], colour, 2, line.dash)
         draw.text((legend_x + 18, legend_y), name[:12], fill=(40, 40, 40), font=font)
     return picture
+
+
+def polyline(
+    draw: ImageDraw.ImageDraw,
+    points: Sequence[tuple[float, float]],
+    fill: tuple[int, int, int],
+    width: int,
+    dash: tuple[float, float] | None = None,
+) -> None:
+    """A polyline, solid, or dashed ``(on, off)`` pixels along its whole length as SVG's ``stroke-dasharray``."""
+    if dash is None:
+        draw.line(list(points), fill=fill, width=width)
+        return
+    on, off = dash
+    walked = 0.0  # length drawn before this segment: the pattern runs on across corners
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        length = math.hypot(x1 - x0, y1 - y0)
+        t = 0.0
+        while t < length:
+            phase = (walked + t) % (on + off)
+            step = min((on - phase) if phase < on else (on + off - phase), length - t)
+            if phase < on:
+                a, b = t / length, (t + max(step - 1, 0)) / length  # PIL paints both ends: `on` pixels in all
+                draw.line(
+                    [(x0 + (x1 - x0) * a, y0 + (y1 - y0) * a), (x0 + (x1 - x0) * b, y0 + (y1 - y0) * b)],
+                    fill=fill,
+                    width=width,
+                )
+            t += step
+        walked += length
 
 
 def snapshot_png(
