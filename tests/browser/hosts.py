@@ -35,6 +35,7 @@ explorer = vl.explore(lens, images)"""
 
 REPORT = 'f"kernel layer={explorer.layer} cls={explorer.cls}"'  # what the kernel holds, as one line of text
 SET_LAYER = "explorer.layer = 1"
+KILL_KERNEL = "import os\nos._exit(1)  # the kernel dies"
 REPORT_PATTERN = re.compile(r"kernel layer=(-?\d+) cls=(\d+)")
 
 
@@ -46,6 +47,7 @@ class Host:
     page: Page
     _report: Callable[[], str] | None = field(repr=False)  # None: no kernel (the exported page)
     _set_layer: Callable[[], None] | None = field(repr=False)
+    _kill_kernel: Callable[[], None] | None = field(repr=False)
     errors: list[str] = field(default_factory=list)
     shown_at: float = field(default_factory=time.monotonic)  # when the explorer had painted
 
@@ -64,6 +66,11 @@ class Host:
         """``explorer.layer = 1`` in the kernel."""
         assert self._set_layer, f"{self.name} has no kernel"
         self._set_layer()
+
+    def kill_kernel(self) -> None:
+        """End the kernel's process, as a crash would (the host is unusable afterwards)."""
+        assert self._kill_kernel, f"{self.name} has no kernel"
+        self._kill_kernel()
 
 
 @contextlib.contextmanager
@@ -118,8 +125,9 @@ def notebook7(browser: Browser, root: Path) -> Iterator[Host]:
 
 
 def write_explore_notebook(path: Path) -> None:
-    """Cell 0 shows the explorer, cell 1 prints the kernel's report, cell 2 sets the layer from Python."""
-    write_notebook(path, [f"{EXPLORE}\nexplorer", f"print({REPORT})", SET_LAYER])
+    """Cell 0 shows the explorer, cell 1 prints the kernel's report, cell 2 sets the layer from Python,
+    cell 3 kills the kernel."""
+    write_notebook(path, [f"{EXPLORE}\nexplorer", f"print({REPORT})", SET_LAYER, KILL_KERNEL])
 
 
 def jupyter_host(name: str, browser: Browser, url: str) -> Iterator[Host]:
@@ -138,7 +146,11 @@ def jupyter_host(name: str, browser: Browser, url: str) -> Iterator[Host]:
         run_cell(page, 1)
         return cells.nth(1).locator(".jp-OutputArea-output").inner_text()
 
-    yield Host(name, page, report, lambda: run_cell(page, 2), errors)
+    def kill() -> None:
+        page.locator(".jp-Notebook .jp-Cell").nth(3).locator(".jp-InputArea-prompt").click()
+        page.keyboard.press("Shift+Enter")  # no execution count will come: the kernel is gone
+
+    yield Host(name, page, report, lambda: run_cell(page, 2), kill, errors)
     page.close()
 
 
@@ -194,7 +206,8 @@ def _(explorer):
 def _(explorer, mo):
     report = mo.ui.button(label="Report traits", value=0, on_click=lambda n: n + 1)
     set_layer = mo.ui.button(label="Layer 1 from Python", on_click=lambda _: setattr(explorer, "layer", 1))
-    mo.hstack([report, set_layer])
+    kill = mo.ui.button(label="Kill the kernel", on_click=lambda _: __import__("os")._exit(1))
+    mo.hstack([report, set_layer, kill])
     return (report,)
 
 
@@ -234,7 +247,10 @@ def marimo(browser: Browser, root: Path) -> Iterator[Host]:
         def set_layer() -> None:
             page.get_by_role("button", name="Layer 1 from Python").click()
 
-        yield Host("marimo", page, report, set_layer, errors)
+        def kill() -> None:
+            page.get_by_role("button", name="Kill the kernel").click()
+
+        yield Host("marimo", page, report, set_layer, kill, errors)
         page.close()
 
 
@@ -251,7 +267,7 @@ def exported(browser: Browser, root: Path) -> Iterator[Host]:
     )
     page.goto(path.as_uri())
     wait_for_explorer(page)
-    yield Host("exported", page, None, None, errors)  # a network request shows up as an error
+    yield Host("exported", page, None, None, None, errors)  # a network request shows up as an error
     page.close()
 
 

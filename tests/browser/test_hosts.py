@@ -306,3 +306,13 @@ def test_keys_in_the_grid_trigger_no_notebook_shortcuts(host: Host):
     page.wait_for_timeout(300)
     assert page.locator(".jp-Notebook .jp-Cell").count() == cells
     assert page.locator(".jp-Notebook .jp-MarkdownCell").count() == 0
+
+
+# Last of all: the host's kernel is gone afterwards.
+def test_the_view_says_when_the_kernel_dies(kernel: Host):
+    status = kernel.page.locator(".vl-explorer .vl-status")
+    assert status.is_hidden()
+    kernel.kill_kernel()
+    status.wait_for(state="visible", timeout=30_000)  # HEARTBEAT_TIMEOUT_MS (js/timing.ts) and a pause
+    assert "Kernel not responding" in status.text_content()
+    kernel.errors.clear()  # the host itself logs the lost kernel
