@@ -68,6 +68,7 @@ const TRAITS: (keyof Traits)[] = [
   "trace_version",
   "relevance_maps",
   "relevance_rows",
+  "relevance_blocks",
   "error",
   "image_index",
   "site",
@@ -384,8 +385,10 @@ export class ExplorerApp implements Actions {
     if (!method || !rows) return null;
     const maps = new Float32Array(toArrayBuffer(this.model.get("relevance_maps")));
     const size = maps.length / rows;
-    const perBlock = rows > 1 && !this.model.get("relevance_all_blocks") && frame.layer >= 1;
-    const row = perBlock ? Math.min(frame.layer - 1, rows - 2) : rows - 1;
+    const block = this.model.get("relevance_all_blocks")
+      ? -1
+      : (this.model.get("relevance_blocks") ?? []).indexOf(frame.layer);
+    const row = block >= 0 ? block : rows - 1; // this layer's own map, else the global one
     const map = maps.subarray(row * size, (row + 1) * size);
     const values = new Float32Array(frame.layout.n_tokens).fill(NaN);
     values.set(map, frame.layout.prefix.length);

@@ -65,6 +65,7 @@ export interface Traits {
   trace_version: number;
   relevance_maps: Bytes;
   relevance_rows: number;
+  relevance_blocks: number[]; // the block (layer) of each per-block map; the global map comes after them
   error: string;
   // what is chosen (both ways)
   image_index: number;

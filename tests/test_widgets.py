@@ -175,10 +175,11 @@ def test_relevance_overlay_sends_per_block_and_global_maps(explorer, lens):
     expected = vl.explain.relevance(lens, vl.data.shapes(1, seed=2).images[0], cls=explorer.cls)
     maps = np.frombuffer(explorer.relevance_maps, np.float32).reshape(explorer.relevance_rows, -1)
     assert explorer.relevance_rows == 4  # 3 blocks + the global map
+    assert explorer.relevance_blocks == [1, 2, 3]
     np.testing.assert_allclose(maps[:3], expected.per_block.reshape(3, -1), rtol=1e-5)
     np.testing.assert_allclose(maps[3], expected.map.reshape(-1), rtol=1e-5)
     explorer.relevance_method = "rollout"
-    assert explorer.relevance_rows == 1
+    assert explorer.relevance_rows == 1 and explorer.relevance_blocks == []
     with pytest.raises(traitlets.TraitError):
         explorer.relevance_method = "lime"
 

@@ -236,7 +236,14 @@ def test_relevance_overlay_repaints_the_grid(lab_page):
     before = pixels(page)
     page.get_by_role("radio", name="class space").check()
     page.wait_for_function("() => document.querySelector('.vl-legend').textContent.startsWith('relevance')")
-    assert pixels(page) != before
+    summed = pixels(page)
+    assert summed != before
+    page.get_by_role("checkbox", name="all blocks").uncheck()  # this layer's block only (relevance_blocks)
+    page.wait_for_timeout(300)
+    assert pixels(page) != summed
+    page.get_by_role("checkbox", name="all blocks").check()
+    page.wait_for_timeout(300)
+    assert pixels(page) == summed
     page.get_by_role("radio", name="off").check()
     page.wait_for_function("() => !document.querySelector('.vl-legend').textContent.startsWith('relevance')")
 

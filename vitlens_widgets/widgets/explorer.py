@@ -101,6 +101,7 @@ class Explorer(anywidget.AnyWidget):
     trace_version = traitlets.Int(0).tag(sync=True)  # bumped whenever the traced numbers change
     relevance_maps = traitlets.Bytes(b"").tag(sync=True)  # float32 [rows, h*w]: per-block maps, then the global one
     relevance_rows = traitlets.Int(0).tag(sync=True)
+    relevance_blocks = traitlets.List(traitlets.Int()).tag(sync=True)  # the block of each per-block map, in order
     error = traitlets.Unicode("").tag(sync=True)
     # what is chosen (both ways)
     image_index = traitlets.Int(0).tag(sync=True)
@@ -401,6 +402,7 @@ class Explorer(anywidget.AnyWidget):
         data = np.stack([m.reshape(-1) for m in maps]).astype(np.float32)
         with self.hold_sync():
             self.relevance_rows = len(maps)
+            self.relevance_blocks = [] if result.per_block is None else list(range(1, len(result.per_block) + 1))
             self.relevance_maps = data.tobytes()
 
     def _answer(self, _widget: Any, content: Any, _buffers: list) -> None:
