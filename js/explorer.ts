@@ -199,11 +199,11 @@ export class ExplorerApp implements Actions {
   set<K extends keyof Traits>(name: K, value: Traits[K]): void {
     this.heartbeat.userActive();
     const relevanceClass = name === "cls" && !!this.model.get("relevance_method");
-    if ((VIEW_ONLY.has(name) && !relevanceClass) || AFTER_ANSWER.has(name))
-      this.model.hold(name, value);
+    const viewOnly = VIEW_ONLY.has(name) && !relevanceClass;
+    if (viewOnly || AFTER_ANSWER.has(name)) this.model.hold(name, value);
     else this.model.set(name, value);
     if (name === "site") this.clampLayer();
-    if (VIEW_ONLY.has(name) && !relevanceClass) return this.syncSoon();
+    if (viewOnly) return this.syncSoon();
     clearTimeout(this.syncTimer);
     if (AFTER_ANSWER.has(name)) return this.syncAfterAnswer();
     this.model.save_changes(); // sends the changes waiting for a pause or an answer too
@@ -520,7 +520,7 @@ export function trajectoryLines(slice: Float32Array, frame: Frame, base?: Float3
         label: "[CLS] unperturbed",
         colour: LINES.baseline,
         values: column(base, cls),
-        dashed: true,
+        baseline: true,
         dash: DASHES.baseline,
       });
     lines.push({
@@ -528,7 +528,7 @@ export function trajectoryLines(slice: Float32Array, frame: Frame, base?: Float3
       label: "mean unperturbed",
       colour: LINES.baseline,
       values: mean(base),
-      dashed: true,
+      baseline: true,
       dash: DASHES.baseline,
     });
   }

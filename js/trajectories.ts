@@ -15,7 +15,7 @@ export interface Line {
   label: string;
   colour: string;
   values: number[];
-  dashed?: boolean; // the unperturbed model's line
+  baseline?: boolean; // the unperturbed model's line
   dash?: number[]; // its stroke pattern (on, off), from the palette
 }
 
@@ -139,7 +139,7 @@ export class TrajectoryChart {
       .join(" ");
     const path = node("polyline", {
       points,
-      class: line.dashed ? "vl-series vl-baseline" : "vl-series",
+      class: line.baseline ? "vl-series vl-baseline" : "vl-series",
       stroke: line.colour,
       "data-token": line.token,
     });
