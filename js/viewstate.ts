@@ -12,7 +12,8 @@ type Listener = (...args: any[]) => void; // eslint-disable-line @typescript-esl
 
 export class ViewState implements StateModel {
   private held = new Map<Name, unknown>();
-  private listeners = new Map<string, Set<Listener>>();
+  private listeners = new Map<string, Map<Listener, Listener>>(); // event -> callback -> its model listener
+  private flushing = false; // setting held values on the model: the view shows them already
   private cleanups: (() => void)[] = [];
 
   constructor(
@@ -40,7 +41,7 @@ export class ViewState implements StateModel {
   hold<K extends Name>(name: K, value: Traits[K]): void {
     if (this.get(name) === value) return;
     this.held.set(name, value);
-    this.listeners.get(`change:${name}`)?.forEach((fn) => fn()); // the view redraws; the model is unchanged
+    this.listeners.get(`change:${name}`)?.forEach((_, fn) => fn()); // the view redraws; the model is unchanged
   }
 
   /** Whether a held change waits for a flush. */
@@ -52,20 +53,30 @@ export class ViewState implements StateModel {
   save_changes(): void {
     const changes = [...this.held];
     this.held.clear();
-    for (const [name, value] of changes) this.model.set(name, value as Traits[typeof name]);
+    this.flushing = true; // no redraw for what is on screen already
+    try {
+      for (const [name, value] of changes) this.model.set(name, value as Traits[typeof name]);
+    } finally {
+      this.flushing = false;
+    }
     this.model.save_changes();
   }
 
   on(event: string, callback: Listener): void {
-    this.model.on(event, callback);
-    if (!this.listeners.has(event)) this.listeners.set(event, new Set());
-    this.listeners.get(event)!.add(callback);
+    const onModel: Listener = (...args) => {
+      if (!this.flushing) callback(...args);
+    };
+    if (!this.listeners.has(event)) this.listeners.set(event, new Map());
+    this.listeners.get(event)!.set(callback, onModel);
+    this.model.on(event, onModel);
   }
 
   off(event?: string | null, callback?: Listener | null): void {
     if (!event || !callback) return;
-    this.model.off(event as `change:${Name}`, callback);
-    this.listeners.get(event)?.delete(callback);
+    const onModel = this.listeners.get(event)?.get(callback);
+    if (!onModel) return;
+    this.model.off(event as `change:${Name}`, onModel);
+    this.listeners.get(event)!.delete(callback);
   }
 
   dispose(): void {

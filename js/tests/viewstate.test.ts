@@ -55,9 +55,25 @@ test("a held change is shown at once and sent at the flush, with what was set me
   assert.equal(model.get("layer"), 6); // nothing set on the model yet
   assert.equal(redraws, 2);
   view.set("image_index", 1);
+  assert.equal(redraws, 2);
   view.save_changes();
   assert.deepEqual(model.sent, [{ image_index: 1, layer: 2 }]);
   assert.equal(view.holding, false);
+  assert.equal(redraws, 2); // sending what is on screen already redraws nothing
+  model.fromKernel("layer", 4);
+  assert.equal(redraws, 3); // a kernel change does
+});
+
+test("a listener taken off hears nothing more", () => {
+  const model = new RecordingModel();
+  const view = viewOf(model);
+  let heard = 0;
+  const listener = () => heard++;
+  view.on("change:cls", listener);
+  view.off("change:cls", listener);
+  view.hold("cls", 3);
+  model.fromKernel("cls", 5);
+  assert.equal(heard, 0);
 });
 
 test("a change the kernel makes meanwhile wins over the held one", () => {
