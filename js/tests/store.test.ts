@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mock, test } from "node:test";
+import { test } from "node:test";
 
 import { matchClasses } from "../fuzzy";
 import type { AnyAsk, Kind } from "../protocol";
@@ -86,180 +86,156 @@ test("answers for an older trace are dropped; unperturbed slices survive a re-tr
   assert.ok(store.get({ ...resid, cls: 1, base: true }));
 });
 
-test("prefetches wait for a pause and never delay a user request", async () => {
-  mock.timers.enable({ apis: ["setTimeout"] });
-  try {
-    const source = new ManualSource();
-    const store = quietStore(source);
-    store.prefetch(resid, [7, 8]);
-    mock.timers.tick(100);
-    store.request(resid, [1]);
-    mock.timers.tick(1000);
-    assert.equal(source.asked.length, 1); // the user's request went out; the speculation was dropped
-    await source.answer(0);
-    store.prefetch(resid, [7, 8]);
-    assert.equal(source.asked.length, 1);
-    mock.timers.tick(1000);
-    assert.equal(source.asked.length, 2);
-    assert.deepEqual(source.asked[1].request.classes, [7, 8]);
-  } finally {
-    mock.timers.reset();
-  }
+test("prefetches wait for a pause and never delay a user request", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const source = new ManualSource();
+  const store = quietStore(source);
+  store.prefetch(resid, [7, 8]);
+  t.mock.timers.tick(100);
+  store.request(resid, [1]);
+  t.mock.timers.tick(1000);
+  assert.equal(source.asked.length, 1); // the user's request went out; the speculation was dropped
+  await source.answer(0);
+  store.prefetch(resid, [7, 8]);
+  assert.equal(source.asked.length, 1);
+  t.mock.timers.tick(1000);
+  assert.equal(source.asked.length, 2);
+  assert.deepEqual(source.asked[1].request.classes, [7, 8]);
 });
 
-test("the logits table comes in row chunks once the user pauses, a user request going first", async () => {
-  mock.timers.enable({ apis: ["setTimeout"] });
-  try {
-    const source = new ManualSource();
-    let data = 0;
-    const store = new SliceStore(
-      source,
-      () => data++,
-      () => {},
-    );
-    store.requestTable(0, "mlp", 3, 2);
-    store.requestTable(0, "mlp", 3, 2);
-    assert.equal(source.asked.length, 0); // waits for a pause
-    mock.timers.tick(1000);
-    assert.equal(source.asked.length, 1);
-    assert.deepEqual(source.asked[0].request, {
+test("the logits table comes in row chunks once the user pauses, a user request going first", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const source = new ManualSource();
+  let data = 0;
+  const store = new SliceStore(
+    source,
+    () => data++,
+    () => {},
+  );
+  store.requestTable(0, "mlp", 3, 2);
+  store.requestTable(0, "mlp", 3, 2);
+  assert.equal(source.asked.length, 0); // waits for a pause
+  t.mock.timers.tick(1000);
+  assert.equal(source.asked.length, 1);
+  assert.deepEqual(source.asked[0].request, {
+    kind: "logits",
+    image: 0,
+    site: "mlp",
+    start: 0,
+    stop: 2,
+  });
+  const chunk = (start: number, stop: number) => {
+    const rows = stop - start;
+    const logits = new Float32Array(rows * 2 * 4).map((_, i) => (start * 8 + i) % 5);
+    const reply = {
       kind: "logits",
+      id: 0,
       image: 0,
+      version: 0,
       site: "mlp",
-      start: 0,
-      stop: 2,
-    });
-    const chunk = (start: number, stop: number) => {
-      const rows = stop - start;
-      const logits = new Float32Array(rows * 2 * 4).map((_, i) => (start * 8 + i) % 5);
-      const reply = {
-        kind: "logits",
-        id: 0,
-        image: 0,
-        version: 0,
-        site: "mlp",
-        start,
-        stop,
-        rows: 3,
-        tokens: 2,
-        classes: 4,
-      };
-      return [reply, [logits.buffer, new Float32Array(rows * 2).buffer]] as [any, Buffers];
+      start,
+      stop,
+      rows: 3,
+      tokens: 2,
+      classes: 4,
     };
-    store.request({ image: 0, site: "mlp", metric: "logit" }, [1]); // a user request goes out at once
-    assert.equal(source.asked.length, 2);
-    source.asked[0].resolve(chunk(0, 2));
-    await new Promise((r) => setImmediate(r));
-    assert.equal(source.asked.length, 2); // the next chunk waits for the user's answer
-    let answered = false;
-    store.answered().then(() => (answered = true));
-    await source.answer(1);
-    assert.ok(answered);
-    assert.deepEqual(source.asked[2].request, {
-      kind: "logits",
-      image: 0,
-      site: "mlp",
-      start: 2,
-      stop: 3,
-    });
-    assert.equal(store.hasTable(0, "mlp"), false);
-    source.asked[2].resolve(chunk(2, 3));
-    await new Promise((r) => setImmediate(r));
-    assert.equal(store.hasTable(0, "mlp"), true);
-    assert.deepEqual(
-      Array.from(store.get({ image: 0, site: "mlp", metric: "logit", cls: 2 })!),
-      [2, 1, 0, 4, 3, 2],
-    );
-    store.setVersion(3);
-    assert.equal(store.hasTable(0, "mlp"), false);
-  } finally {
-    mock.timers.reset();
-  }
+    return [reply, [logits.buffer, new Float32Array(rows * 2).buffer]] as [any, Buffers];
+  };
+  store.request({ image: 0, site: "mlp", metric: "logit" }, [1]); // a user request goes out at once
+  assert.equal(source.asked.length, 2);
+  source.asked[0].resolve(chunk(0, 2));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(source.asked.length, 2); // the next chunk waits for the user's answer
+  let answered = false;
+  store.answered().then(() => (answered = true));
+  await source.answer(1);
+  assert.ok(answered);
+  assert.deepEqual(source.asked[2].request, {
+    kind: "logits",
+    image: 0,
+    site: "mlp",
+    start: 2,
+    stop: 3,
+  });
+  assert.equal(store.hasTable(0, "mlp"), false);
+  source.asked[2].resolve(chunk(2, 3));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(store.hasTable(0, "mlp"), true);
+  assert.deepEqual(
+    Array.from(store.get({ image: 0, site: "mlp", metric: "logit", cls: 2 })!),
+    [2, 1, 0, 4, 3, 2],
+  );
+  store.setVersion(3);
+  assert.equal(store.hasTable(0, "mlp"), false);
 });
 
-test("a declined table is not asked for again in this trace; classes come one by one", async () => {
-  mock.timers.enable({ apis: ["setTimeout"] });
-  try {
-    const source = new ManualSource();
-    const errors: string[] = [];
-    const store = quietStore(source, errors);
-    store.requestTable(0, "resid", 7, 1);
-    mock.timers.tick(1000);
-    source.asked[0].reject(new SourceError("the kernel is showing image 1, not image 0"));
-    await new Promise((r) => setImmediate(r));
-    store.requestTable(0, "resid", 7, 1);
-    mock.timers.tick(1000);
-    assert.equal(source.asked.length, 1);
-    assert.deepEqual(errors, []); // the class the user asked for reports its own error
-    store.setVersion(1); // a new trace: worth another try
-    store.requestTable(0, "resid", 7, 1);
-    mock.timers.tick(1000);
-    assert.equal(source.asked.length, 2);
-  } finally {
-    mock.timers.reset();
-  }
+test("a declined table is not asked for again in this trace; classes come one by one", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const source = new ManualSource();
+  const errors: string[] = [];
+  const store = quietStore(source, errors);
+  store.requestTable(0, "resid", 7, 1);
+  t.mock.timers.tick(1000);
+  source.asked[0].reject(new SourceError("the kernel is showing image 1, not image 0"));
+  await new Promise((r) => setImmediate(r));
+  store.requestTable(0, "resid", 7, 1);
+  t.mock.timers.tick(1000);
+  assert.equal(source.asked.length, 1);
+  assert.deepEqual(errors, []); // the class the user asked for reports its own error
+  store.setVersion(1); // a new trace: worth another try
+  store.requestTable(0, "resid", 7, 1);
+  t.mock.timers.tick(1000);
+  assert.equal(source.asked.length, 2);
 });
 
-test("a kernel that serves no tables (rows per message 0) is never asked for one", () => {
-  mock.timers.enable({ apis: ["setTimeout"] });
-  try {
-    const source = new ManualSource();
-    quietStore(source).requestTable(0, "resid", 7, 0);
-    mock.timers.tick(1000);
-    assert.equal(source.asked.length, 0);
-  } finally {
-    mock.timers.reset();
-  }
+test("a kernel that serves no tables (rows per message 0) is never asked for one", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const source = new ManualSource();
+  quietStore(source).requestTable(0, "resid", 7, 0);
+  t.mock.timers.tick(1000);
+  assert.equal(source.asked.length, 0);
 });
 
-test("a malformed table chunk is reported once and not asked for again", async () => {
-  mock.timers.enable({ apis: ["setTimeout"] });
-  try {
-    const source = new ManualSource();
-    const errors: string[] = [];
-    const store = quietStore(source, errors);
-    store.requestTable(0, "mlp", 1, 1);
-    mock.timers.tick(0);
-    const reply = { kind: "logits", id: 0, image: 0, version: 0, site: "mlp", start: 0, stop: 1 };
-    const malformed = { ...reply, rows: 1, tokens: 2, classes: 4 };
-    source.asked[0].resolve([malformed, [new Float32Array(3).buffer, new Float32Array(2).buffer]]);
-    await new Promise((r) => setImmediate(r));
-    assert.equal(errors.length, 1);
-    assert.match(errors[0], /logits table/);
-    store.requestTable(0, "mlp", 1, 1);
-    mock.timers.tick(1000);
-    assert.equal(source.asked.length, 1);
-  } finally {
-    mock.timers.reset();
-  }
+test("a malformed table chunk is reported once and not asked for again", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const source = new ManualSource();
+  const errors: string[] = [];
+  const store = quietStore(source, errors);
+  store.requestTable(0, "mlp", 1, 1);
+  t.mock.timers.tick(0);
+  const reply = { kind: "logits", id: 0, image: 0, version: 0, site: "mlp", start: 0, stop: 1 };
+  const malformed = { ...reply, rows: 1, tokens: 2, classes: 4 };
+  source.asked[0].resolve([malformed, [new Float32Array(3).buffer, new Float32Array(2).buffer]]);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(errors.length, 1);
+  assert.match(errors[0], /logits table/);
+  store.requestTable(0, "mlp", 1, 1);
+  t.mock.timers.tick(1000);
+  assert.equal(source.asked.length, 1);
 });
 
-test("a disposed store asks nothing more and ignores late answers", async () => {
-  mock.timers.enable({ apis: ["setTimeout"] });
-  try {
-    const source = new ManualSource();
-    const errors: string[] = [];
-    let data = 0;
-    const store = new SliceStore(
-      source,
-      () => data++,
-      (m) => errors.push(m),
-    );
-    store.request(resid, [1]);
-    store.request(resid, [2]); // waits for the first
-    store.prefetch(resid, [3]);
-    store.requestTable(0, "resid", 7, 1);
-    store.dispose();
-    mock.timers.tick(1000);
-    await source.answer(0);
-    assert.equal(source.asked.length, 1); // neither the pending class, the prefetch nor the table
-    assert.equal(data, 0);
-    source.asked[0].reject(new SourceError("the view was closed"));
-    await new Promise((r) => setImmediate(r));
-    assert.deepEqual(errors, []);
-  } finally {
-    mock.timers.reset();
-  }
+test("a disposed store asks nothing more and ignores late answers", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const source = new ManualSource();
+  const errors: string[] = [];
+  let data = 0;
+  const store = new SliceStore(
+    source,
+    () => data++,
+    (m) => errors.push(m),
+  );
+  store.request(resid, [1]);
+  store.request(resid, [2]); // waits for the first
+  store.prefetch(resid, [3]);
+  store.requestTable(0, "resid", 7, 1);
+  store.dispose();
+  t.mock.timers.tick(1000);
+  await source.answer(0);
+  assert.equal(source.asked.length, 1); // neither the pending class, the prefetch nor the table
+  assert.equal(data, 0);
+  source.asked[0].reject(new SourceError("the view was closed"));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(errors, []);
 });
 
 /** A widget model that, as a kernel does, sends every custom message to all views. */
@@ -322,23 +298,19 @@ test("float16 decoding", () => {
   assert.equal(out[4], Infinity);
 });
 
-test("a table that fits in one message is asked for without waiting for a pause", () => {
-  mock.timers.enable({ apis: ["setTimeout"] });
-  try {
-    const source = new ManualSource();
-    const store = quietStore(source);
-    store.requestTable(0, "resid", 3, 4);
-    assert.equal(source.asked.length, 0); // not in the paint's own task...
-    mock.timers.tick(0);
-    assert.equal(source.asked.length, 1); // ...but right after it, not after SETTLE_MS
-    assert.deepEqual(source.asked[0].request, {
-      kind: "logits",
-      image: 0,
-      site: "resid",
-      start: 0,
-      stop: 3,
-    });
-  } finally {
-    mock.timers.reset();
-  }
+test("a table that fits in one message is asked for without waiting for a pause", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const source = new ManualSource();
+  const store = quietStore(source);
+  store.requestTable(0, "resid", 3, 4);
+  assert.equal(source.asked.length, 0); // not in the paint's own task...
+  t.mock.timers.tick(0);
+  assert.equal(source.asked.length, 1); // ...but right after it, not after SETTLE_MS
+  assert.deepEqual(source.asked[0].request, {
+    kind: "logits",
+    image: 0,
+    site: "resid",
+    start: 0,
+    stop: 3,
+  });
 });
