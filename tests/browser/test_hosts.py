@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Locator, Page
 
 import vitlens_widgets as vl
+from vitlens_widgets.widgets.snapshot import HEAT_STOPS, colour_map
 from vitlens_widgets.widgets.specs import METRIC_SPECS, PALETTE, SITE_SPECS
 
 from .hosts import HOSTS, Host
@@ -99,14 +100,6 @@ def demo_trace():
     return vl.Lens.demo().trace(vl.data.shapes(3, seed=2).images[0])
 
 
-def sequential_colour(value: float) -> np.ndarray:
-    """The palette's sequential heat colour of ``value`` in 0..1 (the view's interpolation)."""
-    stops = np.array(PALETTE["heat"]["sequential"], float)
-    x = min(1.0, max(0.0, value)) * (len(stops) - 1)
-    i = min(len(stops) - 2, int(x))
-    return stops[i] + (stops[i + 1] - stops[i]) * (x - i)
-
-
 SITE_LABELS = [spec.label for spec in SITE_SPECS.values()]
 METRIC_LABELS = [spec.label for spec in METRIC_SPECS.values()]
 
@@ -132,7 +125,7 @@ def test_the_grid_shows_the_engines_identifiability(host: Host):
     trace = demo_trace()
     values = trace.identifiability(shown_class(page), "resid")[trace.depth, len(trace.tokens.prefix) :]
     rgba = np.array(pixels(page), float).reshape(-1, 4)
-    expected = np.array([sequential_colour(v) for v in values])
+    expected = colour_map(values, HEAT_STOPS["sequential"])  # identifiability's range is 0..1
     np.testing.assert_allclose(rgba[:, :3], expected, atol=3)  # 8-bit, alpha-premultiplied storage
 
 
