@@ -21,7 +21,9 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
 * the first class change after opening (the logits table still on its way for large
   models), and first paint: from running the cell (kernel warm) to the painted grid.
 
-``--no-busy-favicon`` measures the same with JupyterLab's busy-favicon plugin disabled, and
+``--no-quiet-requests`` measures the same with the server extension's quiet requests off (the page then
+gets the kernel's busy status of every widget request, as without the extension);
+``--no-busy-favicon`` with JupyterLab's busy-favicon plugin disabled, and
 ``--untracked-comm-msg`` with ``comm_msg`` added to the server's ``untracked_message_types`` (the
 page then ignores the kernel's busy/idle status around widget messages: what that handling costs).
 ``--tree PATH`` measures another checkout of the package (e.g. the previous main in a
@@ -202,7 +204,7 @@ def kernel_served(page, n_classes: int, repeats: int, pause_ms: int) -> list[flo
     return times
 
 
-def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
+def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) -> dict[str, str]:
     root = Path(tempfile.mkdtemp())
     setup = f"import vitlens_widgets as vl\n{MODELS[model]}\nlens.trace(images[0]);"
     write_notebook(root / "bench.ipynb", [setup, "explorer = vl.explore(lens, images)\nexplorer"])
@@ -244,7 +246,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int) -> dict[str, str]:
         layers = [elapsed for elapsed, _ in layer_runs]
         marker_follows = sum(follows for _, follows in layer_runs)
         renders = [page.evaluate(MEASURE_LAYER_RENDER, [(i + 1) % (state["depth"] + 1)]) for i in range(repeats)]
-        by_keyboard = keyboard_layer_changes(page, repeats)
+        by_keyboard = keyboard_layer_changes(page, key_presses)
         page.close()
     return {
         "class (prefetched)": percentiles(prefetched) if prefetched else "n/a (nothing cached)",
@@ -281,9 +283,15 @@ def jupyter_config(no_busy_favicon: bool, untracked_comm_msg: bool) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--key-presses", type=int, default=100, help="arrow-key presses on the Layer slider")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--tcp-nodelay", choices=["both", "on", "off"], default="both", help="server extension setting")
     parser.add_argument("--tree", type=Path, help="measure the vitlens_widgets of another checkout")
+    parser.add_argument(
+        "--no-quiet-requests",
+        action="store_true",
+        help="start the server with VITLENS_QUIET_REQUESTS=0 (the page gets every request's busy status)",
+    )
     parser.add_argument(
         "--no-busy-favicon",
         action="store_true",
@@ -295,6 +303,8 @@ def main() -> None:
         help="add comm_msg to the server's untracked_message_types (not a recommendation: see docs/benchmarks.md)",
     )
     args = parser.parse_args()
+    if args.no_quiet_requests:
+        os.environ["VITLENS_QUIET_REQUESTS"] = "0"
     if args.tree:
         os.environ["PYTHONPATH"] = str(args.tree.resolve())  # the kernel imports that checkout's package
     if args.no_busy_favicon or args.untracked_comm_msg:
@@ -306,7 +316,7 @@ def main() -> None:
         print(f"{'model':<22} {'TCP_NODELAY':<12} {'measure':<20} ms")
         for model in args.models:
             for nodelay in {"both": (True, False), "on": (True,), "off": (False,)}[args.tcp_nodelay]:
-                for name, value in measure(browser, model, nodelay, args.repeats).items():
+                for name, value in measure(browser, model, nodelay, args.repeats, args.key_presses).items():
                     print(f"{model:<22} {'on' if nodelay else 'off':<12} {name:<20} {value}", flush=True)
         browser.close()
 

@@ -17,6 +17,13 @@ export type Request =
   | { kind: "logits"; id: number; image: number; site: string; start: number; stop: number }
   | { kind: "memories"; id: number; image: number; site: string; layer: number; token: number };
 
+/**
+ * A request as it travels: marked quiet, so that the server extension keeps the kernel's busy status
+ * of it from the page (vitlens_widgets_server/quiet.py): JupyterLab would redraw its kernel indicators
+ * twice per request. Trait changes, which may retrace the model, are not marked.
+ */
+export type Sent = Request & { quiet: true };
+
 /** Which trace a reply describes: drop it when the view has moved on. */
 interface About {
   id: number;

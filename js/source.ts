@@ -5,7 +5,7 @@
 
 import type { ExplorerModel } from "./model";
 import { HEARTBEAT_MS, HEARTBEAT_TIMEOUT_MS, SETTLE_MS } from "./timing";
-import { type Answer, type AnyAsk, isReply, type Kind, type Reply, type Request } from "./protocol";
+import { type Answer, type AnyAsk, isReply, type Kind, type Reply, type Sent } from "./protocol";
 
 export type Buffers = (DataView | ArrayBuffer)[];
 
@@ -61,7 +61,7 @@ export class KernelSource implements DataSource {
       const kind = request.kind === "ping" ? "pong" : request.kind;
       this.pending.set(id, { kind, resolve: resolve as Pending["resolve"], reject });
       try {
-        this.model.send({ ...request, id } as Request);
+        this.model.send({ ...request, id, quiet: true } as Sent);
       } catch (error) {
         this.pending.delete(id);
         reject(error instanceof Error ? error : new Error(String(error)));

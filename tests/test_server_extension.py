@@ -1,15 +1,26 @@
-"""The TCP_NODELAY server extension: registered, switchable, and really sets the socket option."""
+"""The server extension: registered, switchable, really sets TCP_NODELAY, and keeps quiet requests'
+busy status from the page (through a real server, kernel and websocket)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
+from browser.jupyter import running_lab
+from jupyter_server.services.kernels.connection.base import (
+    deserialize_binary_message,
+    deserialize_msg_from_ws_v1,
+    serialize_msg_to_ws_v1,
+)
 from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
+from tornado.websocket import websocket_connect
 
 import vitlens_widgets_server as ext
+from vitlens_widgets_server import quiet
 
 
 class StubHandler:
@@ -46,3 +57,80 @@ def test_environment_switch(monkeypatch, value, expected):
     else:
         monkeypatch.setenv("VITLENS_TCP_NODELAY", value)
     assert ext.enabled() is expected
+
+
+# --- quiet requests, through a real server, kernel and websocket -----------------------------------------
+
+V1 = "v1.kernel.websocket.jupyter.org"
+
+
+def _message(msg_type: str, content: dict) -> dict:
+    header = {
+        "msg_id": uuid.uuid4().hex,
+        "msg_type": msg_type,
+        "session": "test",
+        "username": "test",
+        "date": "2026-01-01T00:00:00Z",
+        "version": "5.3",
+    }
+    return {"header": header, "parent_header": {}, "metadata": {}, "content": content, "channel": "shell"}
+
+
+def _encode(msg: dict, subprotocol: str | None) -> str | bytes:
+    if subprotocol == V1:
+        parts = [json.dumps(msg[k]).encode() for k in ("header", "parent_header", "metadata", "content")]
+        return serialize_msg_to_ws_v1(parts, msg["channel"])
+    return json.dumps(msg)
+
+
+def _decode(raw: str | bytes, subprotocol: str | None) -> dict:
+    if subprotocol == V1:
+        channel, parts = deserialize_msg_from_ws_v1(raw)
+        header, parent, _, content = (json.loads(p) for p in parts[:4])
+        return {"channel": channel, "header": header, "parent_header": parent, "content": content}
+    return json.loads(raw) if isinstance(raw, str) else deserialize_binary_message(raw)
+
+
+async def _statuses_of_comm_messages(lab, subprotocol: str | None) -> dict[str, list[str]]:
+    """Send a quiet and a plain custom comm message; the iopub statuses the page gets for each."""
+    request = urllib.request.Request(f"{lab.base}/api/kernels?token={lab.token}", data=b"{}", method="POST")
+    kernel = json.loads(urllib.request.urlopen(request, timeout=30).read())
+    url = f"ws://127.0.0.1:{lab.port}/api/kernels/{kernel['id']}/channels?token={lab.token}&session_id=t"
+    ws = await websocket_connect(url, subprotocols=[subprotocol] if subprotocol else None)
+    info = _message("kernel_info_request", {})
+    ws.write_message(_encode(info, subprotocol), binary=subprotocol == V1)
+    while (msg := _decode(await ws.read_message(), subprotocol))["header"]["msg_type"] != "kernel_info_reply":
+        pass
+    sent = {}
+    for name, custom in (("quiet", {"kind": "ping", "id": 1, "quiet": True}), ("plain", {"kind": "ping", "id": 2})):
+        msg = _message("comm_msg", {"comm_id": "no-such-comm", "data": {"method": "custom", "content": custom}})
+        sent[msg["header"]["msg_id"]] = name
+        ws.write_message(_encode(msg, subprotocol), binary=subprotocol == V1)
+    seen: dict[str, list[str]] = {"quiet": [], "plain": []}
+    while not all(states[-1:] == ["idle"] for states in seen.values()):
+        msg = _decode(await asyncio.wait_for(ws.read_message(), 30), subprotocol)
+        name = sent.get(msg["parent_header"].get("msg_id"))
+        if name and msg["header"]["msg_type"] == "status":
+            seen[name].append(msg["content"]["execution_state"])
+    ws.close()
+    return seen
+
+
+@pytest.mark.parametrize("subprotocol", [V1, None], ids=["v1", "json"])
+@pytest.mark.parametrize("switch", ["1", "0"], ids=["on", "off"])
+def test_a_quiet_requests_busy_status_never_reaches_the_page(tmp_path, monkeypatch, subprotocol, switch):
+    """A custom widget message marked quiet gets only its idle status (the page's status never changes);
+    any other message, and every message with VITLENS_QUIET_REQUESTS=0, gets busy and idle."""
+    monkeypatch.setenv("VITLENS_QUIET_REQUESTS", switch)
+    with running_lab(tmp_path) as lab:
+        seen = asyncio.run(_statuses_of_comm_messages(lab, subprotocol))
+    assert seen["plain"] == ["busy", "idle"]
+    assert seen["quiet"] == (["idle"] if switch == "1" else ["busy", "idle"])
+
+
+def test_explorer_requests_carry_the_quiet_mark():
+    """The view marks its requests with the very field the server extension looks for."""
+    protocol = (Path(__file__).parents[1] / "js" / "protocol.ts").read_text()
+    source = (Path(__file__).parents[1] / "js" / "source.ts").read_text()
+    assert f"export type Sent = Request & {{ {quiet.QUIET_FIELD}: true }};" in protocol
+    assert f"{quiet.QUIET_FIELD}: true }} as Sent" in source
