@@ -17,7 +17,8 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
   and the synchronous render work alone (state set -> grid painted), p50/p95; how
   often the trajectories' layer marker already shows the new layer when that task
   ends; and for real arrow-key presses on the slider, how many were painted in the
-  very next frame (Event Timing);
+  very next frame (Event Timing), beside the same for a bare range input added to the
+  same page (the floor the page and the machine allow in that minute);
 * the first class change after opening (the logits table still on its way for large
   models), and first paint: from running the cell (kernel warm) to the painted grid.
 
@@ -168,16 +169,36 @@ OBSERVE_EVENTS = """() => {
 }"""
 
 
-def keyboard_layer_changes(page, repeats: int) -> str:
-    """Real arrow-key presses on the Layer slider: how many were painted in the next frame."""
-    page.evaluate(OBSERVE_EVENTS)
-    page.get_by_role("slider", name="Layer").focus()
-    for i in range(repeats):
+# A plain range input with no listeners, put beside the explorer in the same output: its arrow keys
+# measure the page's own floor (JupyterLab's frame, the machine's load) in the same minute.
+ADD_BARE_SLIDER = """() => {
+  const slider = document.createElement('input');
+  Object.assign(slider, {type: 'range', min: 0, max: 12, id: 'vl-bench-bare'});
+  slider.setAttribute('aria-label', 'Bare slider');
+  slider.setAttribute('data-lm-suppress-shortcuts', 'true');
+  slider.addEventListener('keydown', (e) => e.stopPropagation());
+  document.querySelector('.vl-explorer').before(slider);
+}"""
+
+
+def arrow_keys(page, slider, presses: int) -> int:
+    """Real arrow-key presses on ``slider``: how many were painted in the next frame."""
+    page.evaluate("() => { window.__vlEvents = []; }")
+    slider.focus()
+    for i in range(presses):
         page.keyboard.press("ArrowLeft" if (i // 4) % 2 == 0 else "ArrowRight")
         page.wait_for_timeout(60)
     page.wait_for_timeout(500)
-    late = sum(d > 16 for d in page.evaluate("() => window.__vlEvents"))
-    return f"{repeats - late} of {repeats} in the next frame"
+    return presses - sum(d > 16 for d in page.evaluate("() => window.__vlEvents"))
+
+
+def keyboard_layer_changes(page, presses: int) -> tuple[str, str]:
+    """Arrow keys on the Layer slider, then on a bare range input in the same page (the floor)."""
+    page.evaluate(OBSERVE_EVENTS)
+    explorer = arrow_keys(page, page.get_by_role("slider", name="Layer"), presses)
+    page.evaluate(ADD_BARE_SLIDER)
+    bare = arrow_keys(page, page.locator("#vl-bench-bare"), presses)
+    return f"{explorer} of {presses} in the next frame", f"{bare} of {presses} in the next frame"
 
 
 def class_changes(page, candidates: list[int], repeats: int, pause_ms: int) -> list[float]:
@@ -246,7 +267,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         layers = [elapsed for elapsed, _ in layer_runs]
         marker_follows = sum(follows for _, follows in layer_runs)
         renders = [page.evaluate(MEASURE_LAYER_RENDER, [(i + 1) % (state["depth"] + 1)]) for i in range(repeats)]
-        by_keyboard = keyboard_layer_changes(page, key_presses)
+        by_keyboard, bare_keyboard = keyboard_layer_changes(page, key_presses)
         page.close()
     return {
         "class (prefetched)": percentiles(prefetched) if prefetched else "n/a (nothing cached)",
@@ -258,6 +279,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         "layer change": percentiles(layers),
         "layer render only": percentiles(renders),
         "layer, arrow keys": by_keyboard,
+        "bare slider, keys": bare_keyboard,
         "marker in same task": f"{marker_follows} of {repeats}",
         "first class change": f"{first_class:6.1f} (logits table {'held' if table_by_then else 'still on its way'})",
         "first paint": f"{first_paint:6.0f}",
