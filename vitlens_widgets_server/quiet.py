@@ -56,18 +56,16 @@ def note_incoming(subprotocol: str | None, ws_msg: Any) -> None:
         deserialize_msg_from_ws_v1,
     )
 
+    marker = _MARKER.decode() if isinstance(ws_msg, str) else _MARKER
+    if marker not in ws_msg:  # most messages: not even parsed
+        return
     if subprotocol == _V1:
         channel, parts = deserialize_msg_from_ws_v1(ws_msg)
-        if channel != "shell" or len(parts) < 4 or _MARKER not in bytes(parts[3]):
+        if channel != "shell" or len(parts) < 4:
             return
         header, content = json.loads(bytes(parts[0])), json.loads(bytes(parts[3]))
     else:
-        if isinstance(ws_msg, str):
-            if _MARKER.decode() not in ws_msg:
-                return
-            msg = json.loads(ws_msg)
-        else:
-            msg = deserialize_binary_message(ws_msg)
+        msg = json.loads(ws_msg) if isinstance(ws_msg, str) else deserialize_binary_message(ws_msg)
         if msg.get("channel") != "shell":
             return
         header, content = msg.get("header") or {}, msg.get("content") or {}
