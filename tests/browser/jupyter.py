@@ -90,6 +90,17 @@ class JupyterLab:
                 self.process.kill()
 
 
+def ws_message(payload: str | bytes) -> dict:
+    """A kernel websocket frame as a message dict: the v1 binary protocol (JupyterLab's) or JSON."""
+    if isinstance(payload, str):
+        return json.loads(payload)
+    from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
+
+    channel, parts = deserialize_msg_from_ws_v1(payload)
+    header, parent, metadata, content = (json.loads(part) for part in parts[:4])
+    return {"channel": channel, "header": header, "parent_header": parent, "metadata": metadata, "content": content}
+
+
 def write_notebook(path: Path, cells: list[str]) -> None:
     notebook = {
         "cells": [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .jupyter import CHROMIUM, chromium_available, running_lab, write_notebook
+from .jupyter import CHROMIUM, chromium_available, running_lab, write_notebook, ws_message
 
 pytestmark = [
     pytest.mark.browser,
@@ -40,6 +40,16 @@ CANVAS_PIXELS = """() => {
 }"""
 
 
+# The kernel websocket's frames of the module's page, both ways: ("sent" | "received", payload).
+WEBSOCKET_FRAMES: list[tuple[str, str | bytes]] = []
+
+
+def record_kernel_frames(ws) -> None:
+    if "/api/kernels/" in ws.url:
+        ws.on("framesent", lambda payload: WEBSOCKET_FRAMES.append(("sent", payload)))
+        ws.on("framereceived", lambda payload: WEBSOCKET_FRAMES.append(("received", payload)))
+
+
 @pytest.fixture(scope="module")
 def lab_page(browser, tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
@@ -51,6 +61,7 @@ def lab_page(browser, tmp_path_factory):
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("websocket", record_kernel_frames)
         page.goto(lab.url("explore.ipynb"))
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator, #jp-main-statusbar", timeout=60_000)
@@ -390,6 +401,38 @@ def test_the_explorer_follows_jupyterlabs_theme(lab_page):
     finally:
         set_theme(page, "JupyterLab Light")
         page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'")
+
+
+def test_the_views_data_requests_never_make_the_page_see_the_kernel_busy(lab_page):
+    """The view marks its requests quiet and the server extension keeps their busy status from the page:
+    the page gets each reply and its idle, never its busy; a trait change (not quiet) still shows busy."""
+    page, _ = lab_page
+    WEBSOCKET_FRAMES.clear()
+    page.evaluate("""async () => {
+      const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+      const image = ui.model.get('image_index');
+      for (let cls = 0; cls < 3; cls++)
+        await ui.source.ask({kind: 'slices', image, site: 'resid', metric: 'logit', classes: [cls]});
+      await ui.source.ask({kind: 'ping'});
+      ui.set('layer', ui.model.get('layer') === 0 ? 1 : 0);  // told to the kernel after a pause
+    }""")
+    page.wait_for_timeout(1500)
+    sent = [ws_message(p) for way, p in WEBSOCKET_FRAMES if way == "sent"]
+    received = [ws_message(p) for way, p in WEBSOCKET_FRAMES if way == "received"]
+    custom = {m["header"]["msg_id"]: m["content"]["data"] for m in sent if m["header"]["msg_type"] == "comm_msg"}
+    quiet = {i for i, data in custom.items() if data.get("method") == "custom" and data["content"].get("quiet") is True}
+    updates = {i for i, data in custom.items() if data.get("method") == "update"}
+    assert len(quiet) >= 4 and updates  # ours, and any the view itself sent meanwhile
+    statuses = [
+        (m["parent_header"].get("msg_id"), m["content"]["execution_state"])
+        for m in received
+        if m["header"]["msg_type"] == "status"
+    ]
+    replied = {m["parent_header"].get("msg_id") for m in received if m["header"]["msg_type"] == "comm_msg"}
+    assert quiet <= replied
+    assert {(i, "idle") for i in quiet} <= set(statuses)
+    assert not [s for s in statuses if s[0] in quiet and s[1] == "busy"]
+    assert any(i in updates and state == "busy" for i, state in statuses)
 
 
 def test_no_errors_in_the_browser_console(lab_page):
