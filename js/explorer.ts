@@ -370,12 +370,14 @@ export class ExplorerApp implements Actions {
       base = this.store.get({ ...q, base: true });
       if (!base) this.store.request({ ...q, base: true }, [q.cls]);
     }
-    const lines = trajectoryLines(slice, frame, base);
-    const range = frame.metric.range ?? finiteRange(lines);
-    const title = `${frame.metric.label} of '${frame.names[frame.cls]}' across layers`;
     const version = this.model.get("trace_version");
     const key = `${q.image}|${version}|${q.site}|${q.metric}|${q.cls}|${frame.selected}|${!!base}`;
-    this.chart.draw({ layers: frame.site.layers, lines, range, title }, key, frame.layer);
+    this.chart.draw(key, frame.layer, () => {
+      const lines = trajectoryLines(slice, frame, base);
+      const range = frame.metric.range ?? finiteRange(lines);
+      const title = `${frame.metric.label} of '${frame.names[frame.cls]}' across layers`;
+      return { layers: frame.site.layers, lines, range, title };
+    });
   }
 
   /** The relevance map to show at this layer (per token, prefix tokens unpainted), or null. */

@@ -66,11 +66,14 @@ export class TrajectoryChart {
     return H - PAD.bottom - ((value - lo) / (hi - lo || 1)) * (H - PAD.top - PAD.bottom);
   }
 
-  /** Draw `data` (rebuilt only when it differs from what is drawn) with the marker at `layer`. */
-  draw(data: ChartData, key: string, layer: number): void {
+  /**
+   * Draw the lines `key` names with the marker at `layer`. `data` is asked for only when `key` differs
+   * from what is drawn: a layer change moves the marker alone, without computing the lines again.
+   */
+  draw(key: string, layer: number, data: () => ChartData): void {
     if (key !== this.dataKey) {
       this.dataKey = key;
-      this.data = data;
+      this.data = data();
       this.rebuild();
     }
     this.setLayer(layer);
