@@ -10,12 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from browser.jupyter import running_lab
-from jupyter_server.services.kernels.connection.base import (
-    deserialize_binary_message,
-    deserialize_msg_from_ws_v1,
-    serialize_msg_to_ws_v1,
-)
+from browser.jupyter import running_lab, ws_message
+from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
 from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
 from tornado.websocket import websocket_connect
 
@@ -83,14 +79,6 @@ def _encode(msg: dict, subprotocol: str | None) -> str | bytes:
     return json.dumps(msg)
 
 
-def _decode(raw: str | bytes, subprotocol: str | None) -> dict:
-    if subprotocol == V1:
-        channel, parts = deserialize_msg_from_ws_v1(raw)
-        header, parent, _, content = (json.loads(p) for p in parts[:4])
-        return {"channel": channel, "header": header, "parent_header": parent, "content": content}
-    return json.loads(raw) if isinstance(raw, str) else deserialize_binary_message(raw)
-
-
 async def _statuses_of_comm_messages(lab, subprotocol: str | None) -> dict[str, list[str]]:
     """Send a quiet and a plain custom comm message; the iopub statuses the page gets for each."""
     request = urllib.request.Request(f"{lab.base}/api/kernels?token={lab.token}", data=b"{}", method="POST")
@@ -99,7 +87,7 @@ async def _statuses_of_comm_messages(lab, subprotocol: str | None) -> dict[str, 
     ws = await websocket_connect(url, subprotocols=[subprotocol] if subprotocol else None)
     info = _message("kernel_info_request", {})
     ws.write_message(_encode(info, subprotocol), binary=subprotocol == V1)
-    while (msg := _decode(await ws.read_message(), subprotocol))["header"]["msg_type"] != "kernel_info_reply":
+    while (msg := ws_message(await ws.read_message()))["header"]["msg_type"] != "kernel_info_reply":
         pass
     sent = {}
     for name, custom in (("quiet", {"kind": "ping", "id": 1, "quiet": True}), ("plain", {"kind": "ping", "id": 2})):
@@ -108,7 +96,7 @@ async def _statuses_of_comm_messages(lab, subprotocol: str | None) -> dict[str, 
         ws.write_message(_encode(msg, subprotocol), binary=subprotocol == V1)
     seen: dict[str, list[str]] = {"quiet": [], "plain": []}
     while not all(states[-1:] == ["idle"] for states in seen.values()):
-        msg = _decode(await asyncio.wait_for(ws.read_message(), 30), subprotocol)
+        msg = ws_message(await asyncio.wait_for(ws.read_message(), 30))
         name = sent.get(msg["parent_header"].get("msg_id"))
         if name and msg["header"]["msg_type"] == "status":
             seen[name].append(msg["content"]["execution_state"])
