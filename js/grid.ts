@@ -24,6 +24,8 @@ export class TokenGrid {
     scale: null,
   };
   private focusIndex = 0;
+  private shownSelection = ""; // what setSelection and setRemoved last wrote
+  private shownRemoved = "";
   private objectUrl: string | null = null;
 
   constructor(private events: GridEvents) {
@@ -59,6 +61,7 @@ export class TokenGrid {
 
   setLayout(layout: Layout): void {
     this.layout = layout;
+    [this.shownSelection, this.shownRemoved] = ["", ""]; // new cells: write everything again
     const [h, w] = layout.grid;
     this.canvas.width = w;
     this.canvas.height = h;
@@ -124,7 +127,11 @@ export class TokenGrid {
   }
 
   setSelection(selected: number[], highlight: number): void {
-    // Only what changed is written: this runs on every render, and each write restyles the cell.
+    // This runs on every render: nothing to do unless the selection changed, and then only what
+    // changed is written (each write restyles the cell).
+    const key = `${selected}|${highlight}`;
+    if (key === this.shownSelection) return;
+    this.shownSelection = key;
     this.cells.forEach((cell, t) => {
       const position = selected.indexOf(t);
       const isSelected = String(position >= 0);
@@ -138,6 +145,9 @@ export class TokenGrid {
   }
 
   setRemoved(removed: number[]): void {
+    const key = `${removed}`;
+    if (key === this.shownRemoved) return;
+    this.shownRemoved = key;
     this.cells.forEach((cell, t) => cell.classList.toggle("vl-removed", removed.includes(t)));
   }
 

@@ -63,7 +63,12 @@ export function suppressShortcuts(node: HTMLElement): void {
  * unchanged text or attribute still costs a style and layout pass (and a repaint) in that frame.
  */
 export function setText(node: Node, text: string): void {
-  if (node.textContent !== text) node.textContent = text;
+  if (node.textContent === text) return;
+  const only = node.firstChild;
+  // Changing the text node's data, not replacing the node: no node leaves or joins the tree, so
+  // nothing outside this element restyles (JupyterLab's output area has `:has()` rules).
+  if (only instanceof Text && only === node.lastChild) only.data = text;
+  else node.textContent = text;
 }
 
 export function setAttr(node: Element, name: string, value: string): void {
@@ -176,12 +181,10 @@ export function layerPanel(actions: Actions): Panel {
 /** The class picker and the chips of the shown token's top classes. */
 export function classPanel(actions: Actions, prefetch: (classes: number[]) => void): Panel {
   const picker = new ClassPicker((cls) => actions.set("cls", cls));
-  const chips = el("div", "vl-chips");
-  chips.setAttribute("aria-label", "Top classes");
+  const chips = chipRow((cls) => actions.set("cls", cls));
   const root = el("div", "vl-class");
-  root.append(field("Class", picker.root), chips);
+  root.append(field("Class", picker.root), chips.root);
   let names: string[] = [];
-  const showChips = keyedChildren(chips);
   return {
     root,
     update(frame) {
@@ -190,18 +193,47 @@ export function classPanel(actions: Actions, prefetch: (classes: number[]) => vo
       const { layout, selected, hovered } = frame;
       const fallback = layout.prefix.includes("cls") ? 0 : null;
       const token = hovered ?? (selected.length ? selected[selected.length - 1] : fallback);
-      if (token === null) return showChips("", () => []);
-      const top = frame.top(token);
+      const top = token === null ? [] : frame.top(token);
       prefetch(top.map((t) => t.cls));
-      showChips(`${top.map((t) => t.cls)}|${frame.cls}|${frame.names.length}`, () =>
-        top.map(({ cls }) => {
-          const chip = el("button", "vl-chip", frame.names[cls]);
-          chip.type = "button";
-          chip.setAttribute("aria-pressed", String(cls === frame.cls));
-          chip.addEventListener("click", () => actions.set("cls", cls));
-          return chip;
-        }),
+      chips.show(
+        top.map((t) => t.cls),
+        frame,
       );
+    },
+  };
+}
+
+/**
+ * One line of class chips whose buttons are reused: a layer change rewrites their texts in place,
+ * and the row keeps its height (long names end in an ellipsis, the full name is the tooltip), so
+ * nothing below it moves as the layer changes.
+ */
+function chipRow(choose: (cls: number) => void) {
+  const root = el("div", "vl-chips");
+  root.setAttribute("aria-label", "Top classes");
+  const buttons: HTMLButtonElement[] = [];
+  const shown: number[] = [];
+  const chip = (i: number) => {
+    if (buttons[i]) return buttons[i];
+    const button = el("button", "vl-chip", "");
+    button.type = "button";
+    button.addEventListener("click", () => choose(shown[i]));
+    root.append(button);
+    return (buttons[i] = button);
+  };
+  return {
+    root,
+    show(classes: number[], { names, cls }: Frame) {
+      classes.forEach((c, i) => {
+        const button = chip(i);
+        shown[i] = c;
+        setText(button, names[c]);
+        setAttr(button, "title", names[c]);
+        setAttr(button, "aria-pressed", String(c === cls));
+        if (button.hidden) button.hidden = false;
+      });
+      for (let i = classes.length; i < buttons.length; i++)
+        if (!buttons[i].hidden) buttons[i].hidden = true;
     },
   };
 }
@@ -230,41 +262,51 @@ export function legendPanel(): Panel {
   };
 }
 
-/** The hovered token's top-5 classes. */
+/**
+ * The hovered token's top classes as a title and a list of bars. Its rows are reused: a new layer or
+ * token rewrites their texts and bar widths in place.
+ */
 export function hoverPanel(): Panel {
   const root = el("div", "vl-hover");
-  const show = keyedChildren(root);
+  const hint = el("span", "vl-hint", "Hover a token: its top-5 classes. Click: select it.");
+  const title = el("div", "vl-hover-title");
+  const list = el("ol", "vl-hover-list");
+  const rows: { li: HTMLLIElement; name: HTMLElement; bar: HTMLElement; prob: HTMLElement }[] = [];
+  const row = (i: number) => {
+    if (rows[i]) return rows[i];
+    const parts = {
+      li: el("li"),
+      name: el("span", "vl-hover-name"),
+      bar: el("span", "vl-bar"),
+      prob: el("span", "vl-hover-prob"),
+    };
+    parts.li.append(parts.name, parts.bar, parts.prob);
+    list.append(parts.li);
+    return (rows[i] = parts);
+  };
+  root.append(hint, title, list);
   return {
     root,
     update(frame) {
       const token = frame.hovered;
-      if (token === null || token >= frame.layout.n_tokens)
-        return show("", () => [
-          el("span", "vl-hint", "Hover a token: its top-5 classes. Click: select it."),
-        ]);
+      const showing = token !== null && token < frame.layout.n_tokens;
+      if (hint.hidden !== showing)
+        [hint.hidden, title.hidden, list.hidden] = [showing, !showing, !showing];
+      if (!showing) return;
       const top = frame.top(token);
-      const key = `${token}|${top.map((t) => `${t.cls}:${t.prob}`)}|${frame.names.length}`;
-      show(key, () => hoverList(frame, token, top));
+      setText(title, `${tokenName(frame.layout, token)} · top classes here`);
+      top.forEach(({ cls, prob }, i) => {
+        const { li, name, bar, prob: percent } = row(i);
+        if (li.hidden) li.hidden = false;
+        setText(name, frame.names[cls]);
+        const width = `${Math.round(prob * 100)}%`;
+        if (bar.style.width !== width) bar.style.width = width;
+        setText(percent, `${(prob * 100).toFixed(1)}%`);
+      });
+      for (let i = top.length; i < rows.length; i++)
+        if (!rows[i].li.hidden) rows[i].li.hidden = true;
     },
   };
-}
-
-/** The hovered token's top classes as a title and a list of bars. */
-function hoverList(frame: Frame, token: number, top: { cls: number; prob: number }[]): Node[] {
-  const list = el("ol", "vl-hover-list");
-  for (const { cls, prob } of top) {
-    const bar = el("span", "vl-bar");
-    bar.style.width = `${Math.round(prob * 100)}%`;
-    const li = el("li");
-    li.append(
-      el("span", "vl-hover-name", frame.names[cls]),
-      bar,
-      el("span", "vl-hover-prob", `${(prob * 100).toFixed(1)}%`),
-    );
-    list.append(li);
-  }
-  const title = `${tokenName(frame.layout, token)} · top classes here`;
-  return [el("div", "vl-hover-title", title), list];
 }
 
 /** Previous / next image of a gallery. */

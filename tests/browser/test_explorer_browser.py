@@ -34,6 +34,11 @@ def slowly(content):
     return answer(content)
 explorer.service.answer = slowly"""
 QUICK_ANSWERS = "explorer.service.answer = answer"
+# Names as long as ImageNet's ("cabbage butterfly", "Irish water spaniel"), and back.
+LONG_NAMES = (
+    "short_names = explorer.class_names\nexplorer.class_names = [f'{n} of a rather long name' for n in short_names]"
+)
+SHORT_NAMES = "explorer.class_names = short_names"
 CANVAS_PIXELS = """() => {
   const c = document.querySelector('.vl-explorer canvas.vl-heat');
   return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
@@ -53,7 +58,7 @@ def record_kernel_frames(ws) -> None:
 @pytest.fixture(scope="module")
 def lab_page(browser, tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    cells = [NOTEBOOK_CELL, SLOW_ANSWERS, QUICK_ANSWERS]  # kernel death: test_hosts.py, every host
+    cells = [NOTEBOOK_CELL, SLOW_ANSWERS, QUICK_ANSWERS, LONG_NAMES, SHORT_NAMES]  # kernel death: test_hosts.py
     write_notebook(root / "explore.ipynb", cells)
     settings = [f"--LabApp.user_settings_dir={root / 'settings'}", f"--LabApp.workspaces_dir={root / 'workspaces'}"]
     with running_lab(root, settings) as lab:  # a theme the tests choose stays in this server's settings
@@ -372,6 +377,43 @@ def test_redrawing_an_unchanged_frame_writes_nothing_to_the_page(lab_page):
     assert page.evaluate(REDRAW_MUTATIONS) == []
 
 
+LAYER_CHANGE_MUTATIONS = f"""async () => {{
+  const ui = {UI};
+  const records = [];
+  const watch = new MutationObserver(list => records.push(...list.filter(r => r.type === 'childList')));
+  watch.observe(ui.root, {{subtree: true, childList: true}});
+  const heights = [];
+  const chips = [];
+  for (const layer of ui.model.get('specs').sites[0].layers) {{
+    ui.set('layer', layer);
+    await new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)));
+    heights.push(ui.root.getBoundingClientRect().height);
+    chips.push([...ui.root.querySelectorAll('.vl-chip:not([hidden])')].map(c => [c.textContent, c.offsetTop]));
+  }}
+  watch.disconnect();
+  return {{inserted: records.length, heights, chips}};
+}}"""
+
+
+def test_a_layer_change_rewrites_the_panels_in_place_and_moves_nothing(lab_page):
+    page, _ = lab_page
+    run_cell(page, 3)  # long class names
+    try:
+        page.wait_for_function("() => document.querySelector('.vl-chip').textContent.endsWith('long name')")
+        page.get_by_role("gridcell", name="patch row 2, column 3").hover()  # the hover panel shows a list
+        page.wait_for_selector(".vl-hover-list li")
+        changes = page.evaluate(LAYER_CHANGE_MUTATIONS)
+        assert changes["inserted"] == 0  # texts and bars rewritten, no element added or removed
+        assert len(set(changes["heights"])) == 1  # the trajectories below never move
+        assert {len(chips) for chips in changes["chips"]} == {5}
+        assert all(name.endswith("long name") for chips in changes["chips"] for name, _ in chips)
+        assert {top for chips in changes["chips"] for _, top in chips} == {changes["chips"][0][0][1]}  # one line
+        assert len({tuple(name for name, _ in chips) for chips in changes["chips"]}) > 1  # and they did change
+    finally:
+        page.mouse.move(0, 0)
+        run_cell(page, 4)
+
+
 def set_theme(page, name: str) -> None:
     """Settings > Theme > ``name``, through JupyterLab's menus as a user picks it."""
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Settings$")).click()
@@ -495,6 +537,7 @@ def test_exported_page_survives_hostile_class_names(browser, tmp_path: Path):
     assert page.evaluate("() => window.pwned") is None
     page.get_by_role("combobox", name="Class").fill("<!--")
     assert page.get_by_role("option", name="<!--<script").count() == 1  # shown as text, not markup
+    assert not page.get_by_role("button", name="Next image").is_visible()  # one image: no gallery
     assert errors == []
     page.close()
 
