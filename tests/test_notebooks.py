@@ -55,7 +55,8 @@ def explorer_outputs(notebook: nbformat.NotebookNode) -> list[tuple[dict, dict]]
         outputs = cell.get("outputs", [])
         for i, output in enumerate(outputs):
             is_widget = "application/vnd.jupyter.widget-view+json" in output.get("data", {})
-            if is_widget and i + 1 < len(outputs) and "vitlens-snapshot" in outputs[i + 1]["data"].get("text/html", ""):
+            following = outputs[i + 1] if i + 1 < len(outputs) else {}
+            if is_widget and "vitlens_widgets" in following.get("metadata", {}) and "image/png" in following["data"]:
                 pairs.append((output, outputs[i + 1]))
     return pairs
 

@@ -6,7 +6,6 @@ import base64
 import dataclasses
 import io
 import json
-import re
 
 import numpy as np
 import pytest
@@ -17,7 +16,14 @@ from PIL import Image, ImageDraw
 import vitlens_widgets as vl
 from vitlens_widgets.widgets import snapshot
 from vitlens_widgets.widgets.payload import metric_slices
-from vitlens_widgets.widgets.snapshot import GRID_PX, HEAT_STOPS, colour_map, snapshot_png, trajectory_image
+from vitlens_widgets.widgets.snapshot import (
+    GRID_PX,
+    HEAT_STOPS,
+    SNAPSHOT_METADATA,
+    colour_map,
+    snapshot_png,
+    trajectory_image,
+)
 from vitlens_widgets.widgets.specs import METRIC_SPECS, STATIC
 
 VIRIDIS = HEAT_STOPS["sequential"]
@@ -133,20 +139,24 @@ def test_titles_use_the_metric_label(lens, images, monkeypatch):
     assert "(no live kernel): class logit of class" in snapshot.describe(trace, 0, "resid", "logit", 6)
 
 
-def test_explorer_displays_the_widget_then_a_snapshot(lens, images):
+def test_explorer_displays_the_widget_then_a_captioned_png_snapshot(lens, images):
     InteractiveShell.instance()
     explorer = vl.explore(lens, images)
     with capture_output() as captured:
         explorer._ipython_display_()
-    widget, snapshot = captured.outputs
+    widget, shown = captured.outputs
     assert widget.data["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.model_id
-    html = snapshot.data["text/html"]
-    assert 'class="vitlens-snapshot"' in html
+    assert "text/html" not in shown.data  # JupyterLab would load MathJax for it, just as the explorer appears
+    assert shown.metadata == {SNAPSHOT_METADATA: {"snapshot": True}}
     name = lens.class_names[explorer.cls]
-    assert f"identifiability of class &#x27;{name}&#x27; in the residual stream at layer 6" in html
-    png = base64.b64decode(re.search(r"base64,([^\"]+)", html).group(1))
-    assert png == explorer.snapshot()
-    assert Image.open(io.BytesIO(png)).size[0] > GRID_PX
+    caption = shown.data["text/plain"]
+    assert f"identifiability of class '{name}' in the residual stream at layer 6" in caption
+    png = Image.open(io.BytesIO(base64.b64decode(shown.data["image/png"])))
+    plain = Image.open(io.BytesIO(explorer.snapshot()))
+    assert png.width == plain.width > GRID_PX and png.height > plain.height  # the caption is written below
+    assert png.crop((0, 0, *plain.size)).tobytes() == plain.convert(png.mode).tobytes()
+    below = np.asarray(png.convert("L"))[plain.height :]
+    assert (below < 200).sum() > 500  # text, not a blank strip
 
 
 def test_snapshot_follows_the_view_state(lens, images):

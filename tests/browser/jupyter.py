@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
+# The static snapshot (a PNG output) that follows an explorer's widget output in a Jupyter page.
+SNAPSHOT = ".jp-OutputArea-child:has(.vl-explorer) + .jp-OutputArea-child .jp-RenderedImage img"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

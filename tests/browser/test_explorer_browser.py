@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .jupyter import CHROMIUM, chromium_available, running_lab, write_notebook, ws_message
+from .jupyter import CHROMIUM, SNAPSHOT, chromium_available, running_lab, write_notebook, ws_message
 
 pytestmark = [
     pytest.mark.browser,
@@ -97,8 +97,9 @@ def test_grid_renders_pixels_and_accessible_controls(lab_page):
 
 def test_static_snapshot_is_hidden_while_the_widget_is_live(lab_page):
     page, _ = lab_page
-    snapshot = page.locator(".vitlens-snapshot")
+    snapshot = page.locator(SNAPSHOT)
     assert snapshot.count() == 1  # it is in the output, for viewers without a kernel...
+    assert snapshot.evaluate("img => img.src.startsWith('data:image/png;base64,')")
     assert not snapshot.is_visible()  # ...but the live widget's stylesheet hides it
 
 

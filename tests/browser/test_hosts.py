@@ -14,7 +14,7 @@ from vitlens_widgets.widgets.snapshot import HEAT_STOPS, colour_map
 from vitlens_widgets.widgets.specs import METRIC_SPECS, PALETTE, SITE_SPECS
 
 from .hosts import HOSTS, Host
-from .jupyter import CHROMIUM, chromium_available
+from .jupyter import CHROMIUM, SNAPSHOT, chromium_available
 
 pytestmark = [
     pytest.mark.browser,
@@ -241,7 +241,7 @@ def test_the_kernel_keeps_answering_the_views_heartbeat(kernel: Host):
 
 
 def test_only_jupyter_outputs_carry_the_hidden_static_snapshot(kernel: Host):
-    snapshot = kernel.page.locator(".vitlens-snapshot")
+    snapshot = kernel.page.locator(SNAPSHOT)
     if kernel.name == "marimo":  # marimo renders the widget itself and never calls _ipython_display_
         assert snapshot.count() == 0
     else:  # in the saved output for viewers without a kernel, hidden by the live widget's stylesheet

@@ -34,7 +34,7 @@ from ..engine.preprocess import ImageLike
 from ..engine.trace import Trace
 from .payload import layout_dict, png_bytes, token_topk
 from .service import ExplorerService
-from .snapshot import describe, snapshot_html, snapshot_png
+from .snapshot import describe, snapshot_output, snapshot_png
 from .specs import ATTENTION_OPTIONS, METRIC_SPECS, SITE_SPECS, STATIC, view_specs
 
 BUNDLE = STATIC / "explorer.js"
@@ -439,19 +439,21 @@ class Explorer(anywidget.AnyWidget):
         return snapshot_png(self.trace, self.cls, self.site, self.metric, self.layer, self.selected)
 
     def _ipython_display_(self) -> None:
-        """Show the live widget, followed by a static snapshot for viewers without a kernel.
+        """Show the live widget, followed by a static snapshot (a captioned PNG) for viewers without a kernel.
 
         GitHub, nbviewer and HTML exports of a saved notebook cannot run the widget;
         they show the snapshot instead. Live JupyterLab hides it (``explorer.css``).
         """
-        from IPython.display import HTML, display
+        from IPython.display import display
 
         caption = describe(self.trace, self.cls, self.site, self.metric, self.layer)
-        snapshot = HTML(snapshot_html(self.snapshot(), caption))  # drawn first: once the view shows, the kernel is free
+        # Drawn first: once the view shows, the kernel is free.
+        png = snapshot_png(self.trace, self.cls, self.site, self.metric, self.layer, self.selected, caption)
+        snapshot, snapshot_metadata = snapshot_output(png, caption)
         bundle = self._repr_mimebundle_()
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
         display(data, metadata=metadata, raw=True)
-        display(snapshot)
+        display(snapshot, metadata=snapshot_metadata, raw=True)
 
     def to_html(self, path: str | os.PathLike, max_classes: int | None = None) -> int:
         """Write a self-contained interactive page of this explorer's gallery (no kernel, no CDN); returns its size.
