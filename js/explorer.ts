@@ -33,6 +33,7 @@ import {
   type Traits,
 } from "./model";
 import { DASHES, LINES, relevanceScale, scaleFor, tokenColour } from "./palette";
+import { STATE_TRAITS } from "./protocol";
 import { type DataSource, Heartbeat, KernelSource } from "./source";
 import { SliceStore } from "./store";
 import { HOLD_FRAME_MS, SETTLE_MS } from "./timing";
@@ -41,11 +42,13 @@ import { ViewState } from "./viewstate";
 
 /**
  * Traits the kernel does not act on (requests name their class and metric themselves): set at once in
- * the view, told to the kernel once the user pauses for SETTLE_MS, so that quick changes (scrubbing,
- * chips clicked in a row) never queue kernel work before the next request. The class is told at once
- * while the relevance overlay is on: the kernel computes that overlay for it.
+ * the view, told to the kernel once the user pauses for SETTLE_MS, in a quiet `state` request, so that
+ * quick changes (scrubbing, chips clicked in a row) never queue kernel work before the next request and
+ * a pause never shows the kernel busy (JupyterLab would redraw its toolbar just as the next key comes).
+ * The class is sent at once, as a widget update, while the relevance overlay is on: the kernel computes
+ * that overlay for it.
  */
-const VIEW_ONLY = new Set<keyof Traits>(["layer", "highlight", "selected", "cls", "metric"]);
+const VIEW_ONLY = new Set<keyof Traits>(STATE_TRAITS);
 /**
  * Traits the kernel acts on, but no sooner than the numbers they show (the site: the kernel sends its
  * top-k tables): told to it once the view's request for those numbers is answered and the frame that
@@ -223,7 +226,18 @@ export class ExplorerApp implements Actions {
 
   private syncSoon(): void {
     clearTimeout(this.syncTimer);
-    this.syncTimer = setTimeout(() => this.model.save_changes(), SETTLE_MS);
+    this.syncTimer = setTimeout(() => this.tellKernel(), SETTLE_MS);
+  }
+
+  /** Tell the kernel the held choices it does not act on, in a request (quiet), not a widget update. */
+  private tellKernel(): void {
+    if (!this.source.serves.has("state")) return this.model.save_changes();
+    const state = this.model.tell(STATE_TRAITS);
+    if (Object.keys(state).length === 0) return;
+    this.source
+      .ask({ kind: "state", state })
+      .catch((error: Error) => this.showError(error.message))
+      .finally(() => this.model.settle(state));
   }
 
   private clampLayer(): void {

@@ -3,8 +3,19 @@
  * The view asks, the kernel answers; every reply, errors included, carries its request's id.
  */
 
+import type { Traits } from "./model";
+
+/**
+ * The explorer's choices the kernel does not act on (requests name their class and metric themselves).
+ * The view tells the kernel these in a `state` request once the user pauses, so that Python sees them
+ * (`explorer.layer`), quietly like any request. Its twin is `STATE_TRAITS` in widgets/protocol.py.
+ */
+export const STATE_TRAITS = ["layer", "highlight", "selected", "cls", "metric"] as const;
+export type StateTrait = (typeof STATE_TRAITS)[number];
+
 export type Request =
   | { kind: "ping"; id: number }
+  | { kind: "state"; id: number; state: Partial<Pick<Traits, StateTrait>> }
   | {
       kind: "slices";
       id: number;
@@ -20,7 +31,8 @@ export type Request =
 /**
  * A request as it travels: marked quiet, so that the server extension keeps the kernel's busy status
  * of it from the page (vitlens_widgets_server/quiet.py): JupyterLab would redraw its kernel indicators
- * twice per request. Trait changes, which may retrace the model, are not marked.
+ * twice per request. Trait changes the kernel acts on (an image, a what-if: a retrace) are widget
+ * updates, not requests, and show the kernel busy.
  */
 export type Sent = Request & { quiet: true };
 
@@ -33,6 +45,7 @@ interface About {
 
 export type Reply =
   | { kind: "pong"; id: number }
+  | { kind: "state"; id: number }
   | (About & {
       kind: "slices";
       site: string;
@@ -62,7 +75,7 @@ export type Reply =
   | { kind: "error"; id: number | null; request: string | null; message: string };
 
 export type Kind = Request["kind"];
-const REPLY_KINDS = ["pong", "slices", "logits", "memories", "error"] as const;
+const REPLY_KINDS = ["pong", "state", "slices", "logits", "memories", "error"] as const;
 // Fails to compile when REPLY_KINDS and the Reply union disagree.
 const _sameKinds: [Reply["kind"], (typeof REPLY_KINDS)[number]] extends [
   (typeof REPLY_KINDS)[number],

@@ -37,6 +37,7 @@ const ID_SPACE = 2 ** 40;
 export class KernelSource implements DataSource {
   readonly serves: ReadonlySet<Capability> = new Set<Capability>([
     "ping",
+    "state",
     "slices",
     "logits",
     "memories",

@@ -100,6 +100,65 @@ def test_a_view_cannot_set_the_kernels_traits(explorer, monkeypatch, caplog):
     assert "trace_version" in caplog.text and "ignored" in caplog.text
 
 
+# --- the view's choices the kernel does not act on come as a quiet `state` request ------------------
+def replies(explorer: vl.Explorer, monkeypatch) -> list[dict]:
+    """Record every custom message the explorer sends (its replies)."""
+    sent: list[dict] = []
+    monkeypatch.setattr(explorer, "send", lambda content, buffers=None: sent.append(content))
+    return sent
+
+
+def test_a_state_request_sets_the_views_choices_and_sends_them_back_as_the_kernels(explorer, monkeypatch):
+    answers, sent = replies(explorer, monkeypatch), sent_keys(explorer, monkeypatch)
+    state = {"layer": 2, "cls": 3, "selected": [5, 9], "highlight": 5, "metric": "logit"}
+    explorer._answer(explorer, {"kind": "state", "id": 11, "state": state, "quiet": True}, [])
+    assert {name: getattr(explorer, name) for name in state} == state  # Python sees what the view shows
+    assert sent == [set(state)]  # the view's model holds them as the kernel's: nothing left to send
+    assert answers == [{"kind": "state", "id": 11}]
+
+
+def test_a_refused_state_is_put_back_and_explained(explorer, monkeypatch):
+    answers, sent = replies(explorer, monkeypatch), sent_keys(explorer, monkeypatch)
+    layer = explorer.layer
+    explorer._answer(explorer, {"kind": "state", "id": 12, "state": {"layer": 99}}, [])
+    assert explorer.layer == layer and explorer.error.startswith("Not applied") and "99" in explorer.error
+    assert {"layer"} in sent and answers == [{"kind": "state", "id": 12}]
+    explorer._answer(explorer, {"kind": "state", "id": 13, "state": {"layer": 1}}, [])
+    assert explorer.layer == 1 and explorer.error == ""
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({"image_index": 1}, "sets only layer, highlight, selected, cls, metric, not image_index"),
+        ({"layer": 1, "attention": "no_cls"}, "not attention"),
+        ({}, "state must be an object"),
+        ([1], "state must be an object"),
+    ],
+)
+def test_a_state_request_sets_only_the_choices_the_kernel_does_not_act_on(explorer, monkeypatch, state, message):
+    answers = replies(explorer, monkeypatch)
+    before = (explorer.image_index, explorer.layer, explorer.attention, explorer.trace_version)
+    explorer._answer(explorer, {"kind": "state", "id": 14, "state": state}, [])
+    assert (explorer.image_index, explorer.layer, explorer.attention, explorer.trace_version) == before
+    ((answer,),) = [answers]
+    assert answer["kind"] == "error" and answer["id"] == 14 and answer["request"] == "state"
+    assert message in answer["message"]
+
+
+def test_the_state_traits_are_the_same_on_both_sides():
+    import re
+    from pathlib import Path
+
+    from vitlens_widgets.widgets.explorer import VIEW_TRAITS
+    from vitlens_widgets.widgets.protocol import STATE_TRAITS
+
+    source = (Path(__file__).parents[1] / "js" / "protocol.ts").read_text()
+    (listed,) = re.findall(r"STATE_TRAITS = \[([^\]]*)\] as const", source)
+    assert tuple(re.findall(r'"(\w+)"', listed)) == STATE_TRAITS
+    assert set(STATE_TRAITS) <= VIEW_TRAITS
+
+
 def test_every_trait_is_either_the_users_or_the_kernels():
     from vitlens_widgets.widgets.explorer import KERNEL_TRAITS, VIEW_TRAITS
 

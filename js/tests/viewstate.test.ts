@@ -95,3 +95,51 @@ test("after dispose, kernel changes no longer reach the view's held state", () =
   model.fromKernel("cls", 2);
   assert.equal(view.get("cls"), 4);
 });
+
+test("told changes are answered by the kernel's own update, never sent as the view's", () => {
+  const model = new RecordingModel();
+  const view = viewOf(model);
+  let redraws = 0;
+  view.on("change:layer", () => redraws++);
+  view.hold("layer", 3);
+  view.hold("cls", 5);
+  const told = view.tell(["layer", "cls", "selected"]);
+  assert.deepEqual(told, { layer: 3, cls: 5 });
+  model.fromKernel("layer", 3); // the kernel applied them and sends them back
+  model.fromKernel("cls", 5);
+  view.settle(told); // then its reply
+  assert.equal(view.holding, false);
+  assert.deepEqual([view.get("layer"), view.get("cls")], [3, 5]);
+  view.save_changes();
+  assert.deepEqual(model.sent, [{}]); // nothing left to send
+  assert.equal(redraws, 2); // the hold, and the kernel's confirming update (same numbers)
+});
+
+test("the kernel's confirmation of a told layer does not undo a newer one", () => {
+  const model = new RecordingModel();
+  const view = viewOf(model);
+  view.hold("layer", 3);
+  const told = view.tell(["layer"]);
+  view.hold("layer", 4); // the user moves on before the kernel answers
+  model.fromKernel("layer", 3); // the kernel's update for what was told
+  assert.equal(view.get("layer"), 4);
+  view.settle(told);
+  assert.equal(view.get("layer"), 4); // still held: told at the next pause
+  assert.deepEqual(view.tell(["layer"]), { layer: 4 });
+});
+
+test("a value the kernel refused goes back to the kernel's, and a Python change still wins", () => {
+  const model = new RecordingModel();
+  const view = viewOf(model);
+  let redraws = 0;
+  view.on("change:layer", () => redraws++);
+  view.hold("layer", 99);
+  const told = view.tell(["layer"]);
+  view.settle(told); // refused: the kernel put back its own layer, unchanged on the model
+  assert.equal(view.get("layer"), 6);
+  assert.equal(redraws, 2); // the hold, and the way back
+  view.hold("layer", 2);
+  view.tell(["layer"]);
+  model.fromKernel("layer", 1); // a cell sets explorer.layer = 1 meanwhile: not what was told
+  assert.equal(view.get("layer"), 1);
+});

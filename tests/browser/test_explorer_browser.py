@@ -448,24 +448,35 @@ def test_the_explorer_follows_jupyterlabs_theme(lab_page):
 
 def test_the_views_data_requests_never_make_the_page_see_the_kernel_busy(lab_page):
     """The view marks its requests quiet and the server extension keeps their busy status from the page:
-    the page gets each reply and its idle, never its busy; a trait change (not quiet) still shows busy."""
+    the page gets each reply and its idle, never its busy. The layer, told after a pause, is such a request,
+    and the kernel sends it back as its own update; a trait change the kernel acts on still shows busy."""
     page, _ = lab_page
     WEBSOCKET_FRAMES.clear()
-    page.evaluate("""async () => {
+    layer = page.evaluate("""async () => {
       const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
       const image = ui.model.get('image_index');
       for (let cls = 0; cls < 3; cls++)
         await ui.source.ask({kind: 'slices', image, site: 'resid', metric: 'logit', classes: [cls]});
       await ui.source.ask({kind: 'ping'});
-      ui.set('layer', ui.model.get('layer') === 0 ? 1 : 0);  // told to the kernel after a pause
+      const layer = ui.model.get('layer') === 0 ? 1 : 0;
+      ui.set('layer', layer);  // told to the kernel after a pause
+      await new Promise(r => setTimeout(r, 800));
+      const all = ui.model.get('relevance_all_blocks');
+      ui.set('relevance_all_blocks', !all);  // widget updates: the kernel acts on these
+      ui.set('relevance_all_blocks', all);
+      return layer;
     }""")
     page.wait_for_timeout(1500)
     sent = [ws_message(p) for way, p in WEBSOCKET_FRAMES if way == "sent"]
     received = [ws_message(p) for way, p in WEBSOCKET_FRAMES if way == "received"]
     custom = {m["header"]["msg_id"]: m["content"]["data"] for m in sent if m["header"]["msg_type"] == "comm_msg"}
     quiet = {i for i, data in custom.items() if data.get("method") == "custom" and data["content"].get("quiet") is True}
+    told = [data["content"] for data in custom.values() if data.get("method") == "custom"]
+    told = [c["state"] for c in told if c["kind"] == "state"]
     updates = {i for i, data in custom.items() if data.get("method") == "update"}
-    assert len(quiet) >= 4 and updates  # ours, and any the view itself sent meanwhile
+    assert len(quiet) >= 5 and updates  # ours, and any the view itself sent meanwhile
+    assert told == [{"layer": layer}]
+    assert not [i for i in updates if "layer" in custom[i]["state"]]  # never sent as the view's update
     statuses = [
         (m["parent_header"].get("msg_id"), m["content"]["execution_state"])
         for m in received
@@ -476,6 +487,12 @@ def test_the_views_data_requests_never_make_the_page_see_the_kernel_busy(lab_pag
     assert {(i, "idle") for i in quiet} <= set(statuses)
     assert not [s for s in statuses if s[0] in quiet and s[1] == "busy"]
     assert any(i in updates and state == "busy" for i, state in statuses)
+    kernel_updates = [
+        m["content"]["data"]["state"]
+        for m in received
+        if m["header"]["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "update"
+    ]
+    assert {"layer": layer} in kernel_updates  # Python's explorer.layer is the view's
 
 
 def test_no_errors_in_the_browser_console(lab_page):

@@ -33,6 +33,7 @@ from ..engine.lens import Lens
 from ..engine.preprocess import ImageLike
 from ..engine.trace import Trace
 from .payload import layout_dict, png_bytes, token_topk
+from .protocol import ProtocolError, error_reply, parse_state
 from .service import ExplorerService
 from .snapshot import describe, snapshot_output, snapshot_png
 from .specs import ATTENTION_OPTIONS, METRIC_SPECS, SITE_SPECS, STATIC, view_specs
@@ -406,8 +407,22 @@ class Explorer(anywidget.AnyWidget):
             self.relevance_maps = data.tobytes()
 
     def _answer(self, _widget: Any, content: Any, _buffers: list) -> None:
-        header, buffers = self.service.answer(content)
+        if isinstance(content, dict) and content.get("kind") == "state":
+            header, buffers = self._take_state(content), []
+        else:
+            header, buffers = self.service.answer(content)
         self.send(header, buffers=buffers or None)
+
+    def _take_state(self, content: dict) -> dict[str, Any]:
+        """A view's ``state`` request: applied as its widget update would be, then sent back as the kernel's own
+        update, so that the view's model holds the values without sending them again."""
+        try:
+            request = parse_state(content)
+        except ProtocolError as err:
+            return error_reply(content, str(err))
+        self.set_state(request.state)  # validated; a refused value is put back and explained in `error`
+        self.send_state(key=list(request.state))
+        return {"kind": "state", "id": request.id}
 
     # --- for Python users -------------------------------------------------------------------
     @property

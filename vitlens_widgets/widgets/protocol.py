@@ -8,12 +8,18 @@ error) carries the same ``id``. Numbers travel as binary buffers, never JSON lis
 kind        request fields                                   reply (header; buffers)
 ==========  ===============================================  =================================
 ping        —                                                pong
+state       state (the view's layer, highlight, selected,   state (the widget's own update
+            cls, metric: :data:`STATE_TRAITS`)               carries the values first)
 slices      image, site, metric, classes (1..256 class       slices; float32 [classes, rows, T]
             indices), base (optional: the unperturbed trace)
 logits      image, site, start, stop (rows of the site's     logits; float32 [n, T, C], [n, T]
             table)
 memories    image, site, layer (a block), token              memories; float32 [k] coefficients
 ==========  ===============================================  =================================
+
+A ``state`` request is answered by the widget, not the service: it sets those traits as a widget
+update from the view would (validated, a refused value put back), but without the kernel's busy
+status reaching the page (the request is quiet, like every request).
 
 ``image`` is the gallery image the view is showing: the kernel answers only for the
 image it is showing too (an error otherwise), so numbers of one image are never taken
@@ -31,6 +37,8 @@ from ..engine.trace import SITES, layer_numbers
 from .specs import METRICS, SITE_SPECS
 
 MAX_CLASSES_PER_REQUEST = 256
+# The view's choices the kernel does not act on, told in a `state` request (twin: STATE_TRAITS in js/protocol.ts).
+STATE_TRAITS = ("layer", "highlight", "selected", "cls", "metric")
 
 
 class ProtocolError(ValueError):
@@ -70,6 +78,12 @@ class MemoriesRequest:
     token: int
 
 
+@dataclass(frozen=True)
+class StateRequest:
+    id: int
+    state: dict[str, Any]  # a non-empty part of STATE_TRAITS; values are checked by the traits
+
+
 Request = Ping | SlicesRequest | LogitsRequest | MemoriesRequest
 
 
@@ -105,6 +119,20 @@ def parse_request(content: Any, limits: Limits) -> Request:
     if kind == "memories":
         return _memories(content, rid, limits)
     raise ProtocolError(f"unknown request {kind!r}")
+
+
+def parse_state(content: Any) -> StateRequest:
+    """A ``state`` request (:class:`ProtocolError` saying what is wrong otherwise)."""
+    rid = request_id(content)
+    if rid is None or content.get("kind") != "state":
+        raise ProtocolError("a state request needs kind 'state' and an integer id >= 0")
+    state = content.get("state")
+    if not isinstance(state, dict) or not state:
+        raise ProtocolError("state must be an object of trait values")
+    others = sorted(set(state) - set(STATE_TRAITS))
+    if others:
+        raise ProtocolError(f"a state request sets only {', '.join(STATE_TRAITS)}, not {', '.join(others)}")
+    return StateRequest(rid, dict(state))
 
 
 def _slices(content: dict, rid: int, limits: Limits) -> SlicesRequest:
