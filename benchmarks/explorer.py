@@ -17,8 +17,10 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
   and the synchronous render work alone (state set -> grid painted), p50/p95; how
   often the trajectories' layer marker already shows the new layer when that task
   ends; and for real arrow-key presses on the slider, how many were painted in the
-  very next frame (Event Timing), beside the same for a bare range input added to the
-  same page (the floor the page and the machine allow in that minute);
+  very next frame (Event Timing): 60 ms apart (a key held down), then half as many
+  230 ms apart (stepping through layers, the kernel told of each after a pause),
+  beside the same for a bare range input added to the same page (the floor the page
+  and the machine allow in that minute);
 * the first class change after opening (the logits table still on its way for large
   models), and first paint: from running the cell (kernel warm) to the painted grid.
 
@@ -181,24 +183,35 @@ ADD_BARE_SLIDER = """() => {
 }"""
 
 
-def arrow_keys(page, slider, presses: int) -> int:
-    """Real arrow-key presses on ``slider``: how many were painted in the next frame."""
+def arrow_keys(page, slider, presses: int, pause_ms: int = 60) -> int:
+    """Real arrow-key presses on ``slider``, ``pause_ms`` apart: how many were painted in the next frame."""
     page.evaluate("() => { window.__vlEvents = []; }")
     slider.focus()
     for i in range(presses):
         page.keyboard.press("ArrowLeft" if (i // 4) % 2 == 0 else "ArrowRight")
-        page.wait_for_timeout(60)
+        page.wait_for_timeout(pause_ms)
     page.wait_for_timeout(500)
     return presses - sum(d > 16 for d in page.evaluate("() => window.__vlEvents"))
 
 
-def keyboard_layer_changes(page, presses: int) -> tuple[str, str]:
-    """Arrow keys on the Layer slider, then on a bare range input in the same page (the floor)."""
+# Stepping through layers a key at a time, looking at each: the view tells the kernel the layer after each
+# pause (SETTLE_MS, 200 ms), so the kernel's answer comes about when the next key does.
+STEP_MS = 230
+
+
+def keyboard_layer_changes(page, presses: int) -> tuple[str, str, str]:
+    """Arrow keys on the Layer slider, held down and stepped, then on a bare range input in the same page (the floor)."""
     page.evaluate(OBSERVE_EVENTS)
-    explorer = arrow_keys(page, page.get_by_role("slider", name="Layer"), presses)
+    slider = page.get_by_role("slider", name="Layer")
+    held = arrow_keys(page, slider, presses)
+    stepped = arrow_keys(page, slider, presses // 2, STEP_MS)
     page.evaluate(ADD_BARE_SLIDER)
     bare = arrow_keys(page, page.locator("#vl-bench-bare"), presses)
-    return f"{explorer} of {presses} in the next frame", f"{bare} of {presses} in the next frame"
+    return (
+        f"{held} of {presses} in the next frame",
+        f"{stepped} of {presses // 2} in the next frame",
+        f"{bare} of {presses} in the next frame",
+    )
 
 
 def class_changes(page, candidates: list[int], repeats: int, pause_ms: int) -> list[float]:
@@ -267,7 +280,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         layers = [elapsed for elapsed, _ in layer_runs]
         marker_follows = sum(follows for _, follows in layer_runs)
         renders = [page.evaluate(MEASURE_LAYER_RENDER, [(i + 1) % (state["depth"] + 1)]) for i in range(repeats)]
-        by_keyboard, bare_keyboard = keyboard_layer_changes(page, key_presses)
+        by_keyboard, stepped_keyboard, bare_keyboard = keyboard_layer_changes(page, key_presses)
         page.close()
     return {
         "class (prefetched)": percentiles(prefetched) if prefetched else "n/a (nothing cached)",
@@ -279,6 +292,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         "layer change": percentiles(layers),
         "layer render only": percentiles(renders),
         "layer, arrow keys": by_keyboard,
+        "layer, stepped keys": stepped_keyboard,
         "bare slider, keys": bare_keyboard,
         "marker in same task": f"{marker_follows} of {repeats}",
         "first class change": f"{first_class:6.1f} (logits table {'held' if table_by_then else 'still on its way'})",
