@@ -271,6 +271,8 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         derived = [c for c, hit in enumerate(state["cached"]) if not hit]
         prefetched = class_changes(page, cached, repeats, PAUSE_MS) if len(cached) > 1 else []
         from_table = class_changes(page, derived[:repeats], repeats, PAUSE_MS)
+        # keys while the view holds the logits table, as it does once opened (the kernel-served measures disable it)
+        by_keyboard, stepped_keyboard, bare_keyboard = keyboard_layer_changes(page, key_presses)
         before = page.evaluate(LATENCIES)
         from_kernel = kernel_served(page, state["n"], repeats, PAUSE_MS)
         round_trips = page.evaluate(LATENCIES)[len(before) :]
@@ -280,7 +282,6 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         layers = [elapsed for elapsed, _ in layer_runs]
         marker_follows = sum(follows for _, follows in layer_runs)
         renders = [page.evaluate(MEASURE_LAYER_RENDER, [(i + 1) % (state["depth"] + 1)]) for i in range(repeats)]
-        by_keyboard, stepped_keyboard, bare_keyboard = keyboard_layer_changes(page, key_presses)
         page.close()
     return {
         "class (prefetched)": percentiles(prefetched) if prefetched else "n/a (nothing cached)",
