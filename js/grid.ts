@@ -24,6 +24,10 @@ export class TokenGrid {
     scale: null,
   };
   private focusIndex = 0;
+  private painted: { values: Float32Array | null; colours: string | null } = {
+    values: null,
+    colours: null,
+  }; // what the canvas and prefix cells show
   private shownSelection = ""; // what setSelection and setRemoved last wrote
   private shownRemoved = "";
   private objectUrl: string | null = null;
@@ -62,6 +66,7 @@ export class TokenGrid {
   setLayout(layout: Layout): void {
     this.layout = layout;
     [this.shownSelection, this.shownRemoved] = ["", ""]; // new cells: write everything again
+    this.painted = { values: null, colours: null };
     const [h, w] = layout.grid;
     this.canvas.width = w;
     this.canvas.height = h;
@@ -91,10 +96,19 @@ export class TokenGrid {
     this.cells.forEach((cell, i) => (cell.tabIndex = i === this.focusIndex ? 0 : -1));
   }
 
-  /** Colour every token by `values` (length T) with `scale`. */
+  /**
+   * Colour every token by `values` (length T) with `scale`. Colours already on screen are not painted
+   * again: a canvas write, even of the same pixels, costs the page a frame.
+   */
   paint(values: Float32Array | null, scale: ColourScale | null): void {
     const layout = this.layout;
     if (!layout) return;
+    const colours = scale && `${scale.min}|${scale.max}|${scale.gradient}`;
+    if (colours === this.painted.colours && sameValues(values, this.painted.values)) {
+      this.shown = { values, scale };
+      return this.describe(this.focusIndex);
+    }
+    this.painted = { values: values && values.slice(), colours };
     const ctx = this.canvas.getContext("2d");
     if (!ctx) return;
     const [h, w] = layout.grid;
@@ -230,6 +244,13 @@ export class TokenGrid {
     e.preventDefault();
     this.focus(next);
   }
+}
+
+function sameValues(a: Float32Array | null, b: Float32Array | null): boolean {
+  if (!a || !b || a.length !== b.length) return a === b;
+  for (let i = 0; i < a.length; i++)
+    if (a[i] !== b[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) return false;
+  return true;
 }
 
 function prefixLabel(name: string): string {

@@ -361,10 +361,13 @@ REDRAW_MUTATIONS = f"""async () => {{
   const describe = r => `${{r.type}} ${{r.attributeName ?? ''}} on ${{r.target.className || r.target.nodeName}}`;
   const watch = new MutationObserver(list => records.push(...list.map(describe)));
   watch.observe(ui.root, {{subtree: true, childList: true, attributes: true, characterData: true}});
+  const heat = ui.root.querySelector('canvas.vl-heat').getContext('2d');  // a canvas write is no mutation
+  heat.putImageData = () => records.push('canvas painted');
   ui.render();
   ui.render();
   await new Promise(r => setTimeout(r, 0));
   watch.disconnect();
+  delete heat.putImageData;
   return records;
 }}"""
 
