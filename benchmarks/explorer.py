@@ -142,6 +142,13 @@ STATE = f"""() => {{
 # The view asks for the site's logits table after the first paint; wait until it holds it.
 TABLE_ARRIVED = f"() => ({TABLE_HELD})(document.querySelector('.vl-explorer').parentElement.__vlExplorer)"
 
+# The kernel-served measures are over: let the view fetch its logits table again.
+TABLES_AGAIN = """() => {
+  const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
+  ui.store.tablesUnavailable = false;
+  ui.render();
+}"""
+
 # Force every further class to come from the kernel: no logits table, nothing cached.
 NO_TABLES = """() => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
@@ -271,8 +278,6 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         derived = [c for c, hit in enumerate(state["cached"]) if not hit]
         prefetched = class_changes(page, cached, repeats, PAUSE_MS) if len(cached) > 1 else []
         from_table = class_changes(page, derived[:repeats], repeats, PAUSE_MS)
-        # keys while the view holds the logits table, as it does once opened (the kernel-served measures disable it)
-        by_keyboard, stepped_keyboard, bare_keyboard = keyboard_layer_changes(page, key_presses)
         before = page.evaluate(LATENCIES)
         from_kernel = kernel_served(page, state["n"], repeats, PAUSE_MS)
         round_trips = page.evaluate(LATENCIES)[len(before) :]
@@ -282,6 +287,10 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         layers = [elapsed for elapsed, _ in layer_runs]
         marker_follows = sum(follows for _, follows in layer_runs)
         renders = [page.evaluate(MEASURE_LAYER_RENDER, [(i + 1) % (state["depth"] + 1)]) for i in range(repeats)]
+        page.evaluate(TABLES_AGAIN)  # keys with the logits table held, as once the explorer is open
+        page.wait_for_function(TABLE_ARRIVED, timeout=60_000)
+        page.wait_for_timeout(500)
+        by_keyboard, stepped_keyboard, bare_keyboard = keyboard_layer_changes(page, key_presses)
         page.close()
     return {
         "class (prefetched)": percentiles(prefetched) if prefetched else "n/a (nothing cached)",
