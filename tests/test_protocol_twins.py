@@ -11,7 +11,7 @@ import pytest
 
 import vitlens_widgets as vl
 from vitlens_widgets.widgets.explorer import EXPLORER_TRAITS
-from vitlens_widgets.widgets.protocol import LogitsRequest, MemoriesRequest, Ping, SlicesRequest
+from vitlens_widgets.widgets.protocol import LogitsRequest, MemoriesRequest, Ping, SlicesRequest, StateRequest
 from vitlens_widgets.widgets.service import ExplorerService
 
 JS = Path(__file__).resolve().parents[1] / "js"
@@ -54,7 +54,13 @@ def test_the_views_traits_are_the_widgets():
 
 def test_requests_have_the_same_fields_on_both_sides():
     declared = variants(block((JS / "protocol.ts").read_text(), "export type Request ="))
-    python = {"ping": Ping, "slices": SlicesRequest, "logits": LogitsRequest, "memories": MemoriesRequest}
+    python = {
+        "ping": Ping,
+        "state": StateRequest,
+        "slices": SlicesRequest,
+        "logits": LogitsRequest,
+        "memories": MemoriesRequest,
+    }
     assert declared.keys() == python.keys()
     for kind, request in python.items():
         assert declared[kind] == {"kind"} | {f.name for f in dataclasses.fields(request)}, kind
@@ -70,8 +76,10 @@ def service() -> ExplorerService:
 
 def test_replies_have_the_fields_the_view_declares(service):
     declared = variants(block((JS / "protocol.ts").read_text(), "export type Reply ="))
+    explorer = vl.explore(service.lens, vl.data.shapes(1, seed=2).images)  # it answers `state` itself
     asked = {
         "pong": {"kind": "ping", "id": 1},
+        "state": {"kind": "state", "id": 6, "state": {"layer": 2}},
         "slices": {"kind": "slices", "id": 2, "image": 0, "site": "mlp", "metric": "logit", "classes": [1]},
         "logits": {"kind": "logits", "id": 3, "image": 0, "site": "attn", "start": 0, "stop": 1},
         "memories": {"kind": "memories", "id": 4, "image": 0, "site": "mlp", "layer": 1, "token": 3},
@@ -79,5 +87,5 @@ def test_replies_have_the_fields_the_view_declares(service):
     }
     assert declared.keys() == asked.keys()
     for kind, request in asked.items():
-        header, _ = service.answer(request)
+        header = explorer._take_state(request) if kind == "state" else service.answer(request)[0]
         assert header["kind"] == kind and set(header) == declared[kind], kind
