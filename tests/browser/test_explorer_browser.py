@@ -276,7 +276,10 @@ def test_a_value_the_kernel_rejects_is_shown_and_undone(lab_page):
     )
     page.get_by_role("button", name="Next image").click()  # a valid change clears the message
     page.wait_for_function("() => document.querySelector('.vl-explorer .vl-status').hidden")
+    version = "document.querySelector('.vl-explorer').parentElement.__vlExplorer.model.get('trace_version')"
+    before = page.evaluate(f"() => {version}")
     page.get_by_role("button", name="Previous image").click()
+    page.wait_for_function(f"() => {version} !== {before}")  # shown, with its class: the next test starts from it
 
 
 UI = "document.querySelector('.vl-explorer').parentElement.__vlExplorer"
