@@ -46,6 +46,7 @@ export class SliceStore {
   private disposed = false;
   private version = 0;
   private inFlight = false; // a user request is out
+  private clears = 0; // how many times clear() ran: answers to requests made before it are not kept
   private pending: Batch | null = null; // the latest one waiting for it
   private prefetchTimer: ReturnType<typeof setTimeout> | undefined;
   private tableTimer: ReturnType<typeof setTimeout> | undefined;
@@ -113,14 +114,14 @@ export class SliceStore {
     if (user) this.inFlight = true;
     const started = performance.now();
     const { image, site, metric, classes, base } = batch;
-    const version = this.version;
+    const [version, clears] = [this.version, this.clears];
     this.source
       .ask({ kind: "slices", image, site, metric, classes, base })
       .then(([reply, buffers]) => {
         if (this.disposed) return;
         this.latencies.push(performance.now() - started);
-        if (base || (reply.version === this.version && version === this.version))
-          this.store(reply, buffers, base);
+        const current = base || (reply.version === this.version && version === this.version);
+        if (current && clears === this.clears) this.store(reply, buffers, base); // not asked before a clear()
         this.onData();
       })
       .catch((error: Error) => {
@@ -238,8 +239,11 @@ export class SliceStore {
 
   /** Forget every slice and logits table (benchmarks use it to force kernel round trips). */
   clear(): void {
+    this.clears++;
     this.cancelPrefetch();
     this.postponeTable();
+    this.filling = null; // a table on its way is not kept either
+    this.resumeTable = null;
     this.cache.clear();
     this.tables.clear();
   }
@@ -247,6 +251,9 @@ export class SliceStore {
   /** Forget logits tables and stop fetching them (benchmarks: every class from the kernel). */
   disableTables(): void {
     this.tablesUnavailable = true;
+    this.postponeTable();
+    this.filling = null;
+    this.resumeTable = null;
     this.tables.clear();
   }
 

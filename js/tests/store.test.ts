@@ -58,6 +58,34 @@ test("replies are split per class and cached", async () => {
   assert.equal(source.asked.length, 1); // cached: nothing asked
 });
 
+test("an answer to a request made before clear() is not kept", async () => {
+  const source = new ManualSource();
+  const store = quietStore(source);
+  store.request(resid, [1]);
+  store.clear();
+  await source.answer(0);
+  assert.equal(store.get({ ...resid, cls: 1 }), undefined);
+  store.request(resid, [1]); // asked again, and kept this time
+  await source.answer(1);
+  assert.ok(store.get({ ...resid, cls: 1 }));
+});
+
+test("a logits table on its way when clear() runs is not kept", async () => {
+  const source = new ManualSource();
+  const store = quietStore(source);
+  store.requestTable(0, "resid", 2, 2); // fits in one message: asked at once
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(source.asked[0].request.kind, "logits");
+  store.clear();
+  const { request, resolve } = source.asked[0];
+  resolve([
+    { ...request, id: 0, image: 0, version: 0, rows: 2, tokens: 3, classes: 4 },
+    [new Float32Array(2 * 3 * 4).buffer, new Float32Array(2 * 3).buffer],
+  ]);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(store.hasTable(0, "resid"), false);
+});
+
 test("an error frees the queue and is reported", async () => {
   const source = new ManualSource();
   const errors: string[] = [];
