@@ -85,6 +85,21 @@ function keyedChildren(root: HTMLElement): (key: string, build: () => Node[]) =>
   };
 }
 
+/** Elements made on first use (`make(i)`) and kept: `at(i)` shows the i-th, `hideFrom(n)` hides the rest. */
+function reused<T extends HTMLElement>(make: (i: number) => T) {
+  const items: T[] = [];
+  return {
+    at(i: number): T {
+      const item = (items[i] ??= make(i));
+      if (item.hidden) item.hidden = false;
+      return item;
+    },
+    hideFrom(n: number): void {
+      for (const item of items.slice(n)) if (!item.hidden) item.hidden = true;
+    },
+  };
+}
+
 function field(caption: string, ...children: HTMLElement[]): HTMLDivElement {
   const box = el("div", "vl-field");
   box.append(el("span", "vl-caption", caption), ...children);
@@ -211,29 +226,25 @@ export function classPanel(actions: Actions, prefetch: (classes: number[]) => vo
 function chipRow(choose: (cls: number) => void) {
   const root = el("div", "vl-chips");
   root.setAttribute("aria-label", "Top classes");
-  const buttons: HTMLButtonElement[] = [];
   const shown: number[] = [];
-  const chip = (i: number) => {
-    if (buttons[i]) return buttons[i];
+  const chips = reused((i) => {
     const button = el("button", "vl-chip", "");
     button.type = "button";
     button.addEventListener("click", () => choose(shown[i]));
     root.append(button);
-    return (buttons[i] = button);
-  };
+    return button;
+  });
   return {
     root,
     show(classes: number[], { names, cls }: Frame) {
       classes.forEach((c, i) => {
-        const button = chip(i);
+        const button = chips.at(i);
         shown[i] = c;
         setText(button, names[c]);
         setAttr(button, "title", names[c]);
         setAttr(button, "aria-pressed", String(c === cls));
-        if (button.hidden) button.hidden = false;
       });
-      for (let i = classes.length; i < buttons.length; i++)
-        if (!buttons[i].hidden) buttons[i].hidden = true;
+      chips.hideFrom(classes.length);
     },
   };
 }
@@ -271,19 +282,17 @@ export function hoverPanel(): Panel {
   const hint = el("span", "vl-hint", "Hover a token: its top-5 classes. Click: select it.");
   const title = el("div", "vl-hover-title");
   const list = el("ol", "vl-hover-list");
-  const rows: { li: HTMLLIElement; name: HTMLElement; bar: HTMLElement; prob: HTMLElement }[] = [];
-  const row = (i: number) => {
-    if (rows[i]) return rows[i];
-    const parts = {
-      li: el("li"),
-      name: el("span", "vl-hover-name"),
-      bar: el("span", "vl-bar"),
-      prob: el("span", "vl-hover-prob"),
-    };
-    parts.li.append(parts.name, parts.bar, parts.prob);
-    list.append(parts.li);
-    return (rows[i] = parts);
-  };
+  const rows = reused(() => {
+    const [name, bar, prob] = [
+      el("span", "vl-hover-name"),
+      el("span", "vl-bar"),
+      el("span", "vl-hover-prob"),
+    ];
+    const li = el("li");
+    li.append(name, bar, prob);
+    list.append(li);
+    return Object.assign(li, { parts: { name, bar, prob } });
+  });
   root.append(hint, title, list);
   return {
     root,
@@ -296,15 +305,13 @@ export function hoverPanel(): Panel {
       const top = frame.top(token);
       setText(title, `${tokenName(frame.layout, token)} · top classes here`);
       top.forEach(({ cls, prob }, i) => {
-        const { li, name, bar, prob: percent } = row(i);
-        if (li.hidden) li.hidden = false;
+        const { name, bar, prob: percent } = rows.at(i).parts;
         setText(name, frame.names[cls]);
         const width = `${Math.round(prob * 100)}%`;
         if (bar.style.width !== width) bar.style.width = width;
         setText(percent, `${(prob * 100).toFixed(1)}%`);
       });
-      for (let i = top.length; i < rows.length; i++)
-        if (!rows[i].li.hidden) rows[i].li.hidden = true;
+      rows.hideFrom(top.length);
     },
   };
 }
