@@ -1,9 +1,11 @@
 /**
  * Class-embedding trajectories as a small SVG chart: one line per token across layers, and a
- * marker at the current layer. Lines are rebuilt when the data changes; the marker moves alone.
+ * marker at the current layer. New data rewrites the title and the lines in place (the axes only
+ * when the layers or the range change); a layer change moves the marker alone.
  */
 
 import { DASHES, LINES } from "./palette";
+import { setAttr, setText } from "./panels";
 
 const SVG = "http://www.w3.org/2000/svg";
 const W = 520;
@@ -17,6 +19,13 @@ export interface Line {
   values: number[];
   baseline?: boolean; // the unperturbed model's line
   dash?: number[]; // its stroke pattern (on, off), from the palette
+}
+
+interface Series {
+  group: SVGGElement;
+  path: SVGPolylineElement; // with a <title> tooltip
+  key: SVGLineElement; // the legend's sample of the line
+  label: SVGTextElement;
 }
 
 export interface ChartData {
@@ -44,8 +53,13 @@ export class TrajectoryChart {
     stroke: LINES.marker,
     "stroke-dasharray": DASHES.marker.join(" "),
   });
+  private title = node("text", { x: PAD.left, y: 12, class: "vl-traj-title" });
+  private axes = node("g", {}); // axes, ticks and layer labels: redrawn when the layers or the range change
+  private series = node("g", {}); // a line and its legend entry per token, rewritten in place
+  private drawn: Series[] = []; // the elements of each line in `series`
   private data: ChartData | null = null;
   private dataKey = "";
+  private axesKey = "";
 
   constructor(
     private onLayer: (layer: number) => void,
@@ -53,6 +67,15 @@ export class TrajectoryChart {
   ) {
     this.root = node("svg", { class: "vl-trajectories", viewBox: `0 0 ${W} ${H}`, role: "img" });
     this.root.setAttribute("aria-label", "Trajectories");
+    const hit = node("rect", {
+      x: PAD.left,
+      y: PAD.top,
+      width: W - PAD.left - PAD.right,
+      height: H - PAD.top - PAD.bottom,
+      class: "vl-hit",
+    });
+    hit.addEventListener("click", (e) => this.onLayer(this.nearestLayer(e as MouseEvent)));
+    this.root.append(hit, this.title, this.axes, this.marker, this.series);
   }
 
   private x(layer: number): number {
@@ -74,7 +97,7 @@ export class TrajectoryChart {
     if (key !== this.dataKey) {
       this.dataKey = key;
       this.data = data();
-      this.rebuild();
+      this.redraw();
     }
     this.setLayer(layer);
   }
@@ -88,13 +111,24 @@ export class TrajectoryChart {
     this.marker.setAttribute("x2", x);
   }
 
-  private rebuild(): void {
+  /** New data: the title and the lines are rewritten in place; the axes only when they differ. */
+  private redraw(): void {
     const data = this.data!;
-    const [lo, hi] = data.range;
+    setText(this.title, data.title);
+    const axesKey = `${data.layers.join(",")}|${data.range.join(",")}`;
+    if (axesKey !== this.axesKey) {
+      this.axesKey = axesKey;
+      this.drawAxes();
+    }
+    data.lines.forEach((line, i) => this.drawSeries(line, (this.drawn[i] ??= this.newSeries(i))));
+    for (const extra of this.drawn.splice(data.lines.length)) extra.group.remove();
+  }
+
+  private drawAxes(): void {
+    const [lo, hi] = this.data!.range;
     this.marker.setAttribute("y1", String(this.y(lo)));
     this.marker.setAttribute("y2", String(this.y(hi)));
     const parts: SVGElement[] = [
-      node("text", { x: PAD.left, y: 12, class: "vl-traj-title" }, data.title),
       node("line", {
         x1: PAD.left,
         y1: this.y(lo),
@@ -112,7 +146,7 @@ export class TrajectoryChart {
       node("text", { x: 4, y: this.y(hi) + 4, class: "vl-tick" }, hi.toFixed(2)),
       node("text", { x: 4, y: this.y(lo), class: "vl-tick" }, lo.toFixed(2)),
     ];
-    for (const layer of data.layers) {
+    for (const layer of this.data!.layers) {
       const label = node(
         "text",
         { x: this.x(layer) - 3, y: H - 10, class: "vl-tick" },
@@ -121,41 +155,46 @@ export class TrajectoryChart {
       label.addEventListener("click", () => this.onLayer(layer));
       parts.push(label);
     }
-    parts.push(this.marker);
-    data.lines.forEach((line, i) => parts.push(...this.series(line, i)));
-    const hit = node("rect", {
-      x: PAD.left,
-      y: PAD.top,
-      width: W - PAD.left - PAD.right,
-      height: H - PAD.top - PAD.bottom,
-      class: "vl-hit",
-    });
-    hit.addEventListener("click", (e) => this.onLayer(this.nearestLayer(e as MouseEvent)));
-    this.root.replaceChildren(hit, ...parts);
+    this.axes.replaceChildren(...parts);
   }
 
-  /** A line and its legend entry. */
-  private series(line: Line, index: number): SVGElement[] {
+  /** The elements of line `index`: its polyline (with a tooltip), legend key and legend label. */
+  private newSeries(index: number): Series {
+    const path = node("polyline", {});
+    path.append(node("title", {}));
+    const token = () => this.data?.lines[index]?.token ?? -1;
+    path.addEventListener("mouseenter", () => this.onHover(token()));
+    path.addEventListener("mouseleave", () => this.onHover(-1));
+    const y = PAD.top + 4 + index * 14;
+    const key = node("line", {
+      x1: W - PAD.right + 10,
+      y1: y,
+      x2: W - PAD.right + 26,
+      y2: y,
+      class: "vl-legend-key",
+    });
+    const label = node("text", { x: W - PAD.right + 30, y: y + 4, class: "vl-tick" });
+    const group = node("g", {});
+    group.append(path, key, label);
+    this.series.append(group);
+    return { group, path, key, label };
+  }
+
+  /** Write `line` into the elements of a series, changing only what differs. */
+  private drawSeries(line: Line, { path, key, label }: Series): void {
     const points = line.values
       .map((v, j) => (Number.isFinite(v) ? `${this.x(this.data!.layers[j])},${this.y(v)}` : ""))
       .filter(Boolean)
       .join(" ");
-    const path = node("polyline", {
-      points,
-      class: line.baseline ? "vl-series vl-baseline" : "vl-series",
-      stroke: line.colour,
-      "data-token": line.token,
-    });
-    if (line.dash) path.setAttribute("stroke-dasharray", line.dash.join(" "));
-    path.append(node("title", {}, line.label));
-    path.addEventListener("mouseenter", () => this.onHover(line.token));
-    path.addEventListener("mouseleave", () => this.onHover(-1));
-    const y = PAD.top + 4 + index * 14;
-    const key = node("line", { x1: W - PAD.right + 10, y1: y, x2: W - PAD.right + 26, y2: y });
-    key.setAttribute("stroke", line.colour);
-    key.setAttribute("class", "vl-legend-key");
-    const label = node("text", { x: W - PAD.right + 30, y: y + 4, class: "vl-tick" }, line.label);
-    return [path, key, label];
+    setAttr(path, "points", points);
+    setAttr(path, "class", line.baseline ? "vl-series vl-baseline" : "vl-series");
+    setAttr(path, "stroke", line.colour);
+    setAttr(path, "data-token", String(line.token));
+    if (line.dash) setAttr(path, "stroke-dasharray", line.dash.join(" "));
+    else path.removeAttribute("stroke-dasharray");
+    setText(path.firstElementChild!, line.label);
+    setAttr(key, "stroke", line.colour);
+    setText(label, line.label);
   }
 
   private nearestLayer(e: MouseEvent): number {

@@ -421,6 +421,38 @@ def test_a_layer_change_rewrites_the_panels_in_place_and_moves_nothing(lab_page)
         run_cell(page, 4)
 
 
+CLASS_CHANGE_MUTATIONS = f"""async () => {{
+  const ui = {UI};
+  const svg = ui.root.querySelector('svg.vl-trajectories');
+  const before = [...svg.querySelectorAll('polyline')];
+  const points = before.map(p => p.getAttribute('points'));
+  const records = [];
+  const watch = new MutationObserver(list => records.push(...list.filter(r => r.type === 'childList')));
+  watch.observe(svg, {{subtree: true, childList: true}});
+  const names = ui.model.get('class_names');
+  const cls = (ui.model.get('cls') + 1) % names.length;
+  ui.set('cls', cls);
+  const title = svg.querySelector('.vl-traj-title');
+  for (let frames = 0; frames < 300 && !title.textContent.includes(`'${{names[cls]}}'`); frames++)
+    await new Promise(r => requestAnimationFrame(() => r()));
+  watch.disconnect();
+  const after = [...svg.querySelectorAll('polyline')];
+  return {{
+    title: title.textContent.includes(`'${{names[cls]}}'`),
+    inserted: records.length,
+    same: after.length === before.length && after.every((p, i) => p === before[i]),
+    redrawn: after.some((p, i) => p.getAttribute('points') !== points[i]),
+  }};
+}}"""
+
+
+def test_a_class_change_rewrites_the_trajectories_in_place(lab_page):
+    page, _ = lab_page
+    changes = page.evaluate(CLASS_CHANGE_MUTATIONS)
+    assert changes["title"] and changes["redrawn"]  # the new class's lines are drawn...
+    assert changes["same"] and changes["inserted"] == 0  # ...into the same elements: no node joins or leaves
+
+
 def set_theme(page, name: str) -> None:
     """Settings > Theme > ``name``, through JupyterLab's menus as a user picks it."""
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Settings$")).click()
