@@ -20,9 +20,14 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
   very next frame (Event Timing): 60 ms apart (a key held down), then half as many
   230 ms apart (stepping through layers, the kernel told of each after a pause),
   beside the same for a bare range input added to the same page (the floor the page
-  and the machine allow in that minute);
+  and the machine allow in that minute), the held keys and the bare ones in alternating
+  blocks; with the machine's load (CPU busy, steal, pressure) over the held keys and
+  over the kernel-served class changes;
 * the first class change after opening (the logits table still on its way for large
   models), and first paint: from running the cell (kernel warm) to the painted grid.
+
+After those two, the notebook leaves edit mode (Escape), as it does when a user first clicks or
+tabs into the explorer; ``--edit-mode`` keeps the new cell's editor focused and its cursor blinking.
 
 ``--no-quiet-requests`` measures the same with the server extension's quiet requests off (the page then
 gets the kernel's busy status of every widget request, as without the extension);
@@ -149,6 +154,11 @@ TABLES_AGAIN = """() => {
   ui.render();
 }"""
 
+# CSS animations running in the page. After running a cell, the new cell's editor blinks its cursor until
+# focus leaves it; while it does, a change waits for the next tick of the page's frames (measured in
+# docs/benchmarks.md, session 12), so the measures run in command mode, as once a user clicks the explorer.
+RUNNING_ANIMATIONS = "() => document.getAnimations().filter(a => a.playState === 'running').length"
+
 # Force every further class to come from the kernel: no logits table, nothing cached.
 NO_TABLES = """() => {
   const ui = document.querySelector('.vl-explorer').parentElement.__vlExplorer;
@@ -190,11 +200,15 @@ ADD_BARE_SLIDER = """() => {
 }"""
 
 
-def arrow_keys(page, slider, presses: int, pause_ms: int = 60) -> int:
-    """Real arrow-key presses on ``slider``, ``pause_ms`` apart: how many were painted in the next frame."""
+def arrow_keys(page, slider, presses: int, pause_ms: int = 60, start: int = 0) -> int:
+    """Real arrow-key presses on ``slider``, ``pause_ms`` apart: how many were painted in the next frame.
+
+    ``start`` continues the direction pattern (four left, four right) of an earlier block of presses.
+    """
     page.evaluate("() => { window.__vlEvents = []; }")
     slider.focus()
-    for i in range(presses):
+    page.wait_for_timeout(200)  # the focus ring's frame: not in the first press's way
+    for i in range(start, start + presses):
         page.keyboard.press("ArrowLeft" if (i // 4) % 2 == 0 else "ArrowRight")
         page.wait_for_timeout(pause_ms)
     page.wait_for_timeout(500)
@@ -204,21 +218,58 @@ def arrow_keys(page, slider, presses: int, pause_ms: int = 60) -> int:
 # Stepping through layers a key at a time, looking at each: the view tells the kernel the layer after each
 # pause (SETTLE_MS, 200 ms), so the kernel's answer comes about when the next key does.
 STEP_MS = 230
+# The explorer's presses and the bare input's alternate in blocks of this many, so both see the same minutes.
+KEY_BLOCK = 20
 
 
-def keyboard_layer_changes(page, presses: int) -> tuple[str, str, str]:
-    """Arrow keys on the Layer slider, held down and stepped, then on a bare range input in the same page (the floor)."""
+class MachineLoad:
+    """CPU use over an interval, from /proc (Linux): how busy both cores were, how much time the
+    hypervisor gave to other machines (steal), and how often a task here waited for a CPU (pressure)."""
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[list[int], float]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        try:
+            some = Path("/proc/pressure/cpu").read_text().split("\n")[0]
+            stalled = float(some.rsplit("total=", 1)[1]) / 1e6  # seconds
+        except (OSError, IndexError, ValueError):
+            stalled = float("nan")
+        return fields, stalled
+
+    def report(self) -> str:
+        (before, stalled_before), (after, stalled_after) = self.start, self._sample()
+        ticks = [b - a for a, b in zip(before, after)]
+        total = sum(ticks[:8]) or 1
+        idle = ticks[3] + ticks[4]  # idle, iowait
+        steal = ticks[7]
+        seconds = total / os.sysconf("SC_CLK_TCK") / (os.cpu_count() or 1)
+        pressure = (stalled_after - stalled_before) / max(seconds, 1e-9)
+        return f"cpu busy {100 * (total - idle - steal) / total:.0f} %, steal {100 * steal / total:.0f} %, pressure {100 * pressure:.0f} %"
+
+
+def keyboard_layer_changes(page, presses: int) -> dict[str, str]:
+    """Arrow keys on the Layer slider, held down and stepped, and on a bare range input in the same page
+    (the floor), in alternating blocks so that both see the same load."""
     page.evaluate(OBSERVE_EVENTS)
-    slider = page.get_by_role("slider", name="Layer")
-    held = arrow_keys(page, slider, presses)
-    stepped = arrow_keys(page, slider, presses // 2, STEP_MS)
     page.evaluate(ADD_BARE_SLIDER)
-    bare = arrow_keys(page, page.locator("#vl-bench-bare"), presses)
-    return (
-        f"{held} of {presses} in the next frame",
-        f"{stepped} of {presses // 2} in the next frame",
-        f"{bare} of {presses} in the next frame",
-    )
+    slider, bare_slider = page.get_by_role("slider", name="Layer"), page.locator("#vl-bench-bare")
+    load = MachineLoad()
+    held, bare = [], []
+    for start in range(0, presses, KEY_BLOCK):
+        block = min(KEY_BLOCK, presses - start)
+        held.append(arrow_keys(page, slider, block, start=start))
+        bare.append(arrow_keys(page, bare_slider, block, start=start))
+    held_load = load.report()
+    stepped = arrow_keys(page, slider, presses // 2, STEP_MS)
+    return {
+        "layer, arrow keys": f"{sum(held)} of {presses} in the next frame (blocks: {', '.join(map(str, held))})",
+        "layer, stepped keys": f"{stepped} of {presses // 2} in the next frame",
+        "bare slider, keys": f"{sum(bare)} of {presses} in the next frame (blocks: {', '.join(map(str, bare))})",
+        "load, held keys": held_load,
+    }
 
 
 def class_changes(page, candidates: list[int], repeats: int, pause_ms: int) -> list[float]:
@@ -245,7 +296,7 @@ def kernel_served(page, n_classes: int, repeats: int, pause_ms: int) -> list[flo
     return times
 
 
-def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) -> dict[str, str]:
+def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int, edit_mode: bool) -> dict[str, str]:
     root = Path(tempfile.mkdtemp())
     setup = f"import vitlens_widgets as vl\n{MODELS[model]}\nlens.trace(images[0]);"
     write_notebook(root / "bench.ipynb", [setup, "explorer = vl.explore(lens, images)\nexplorer"])
@@ -270,7 +321,10 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         state = page.evaluate(STATE)
         first_class = page.evaluate(MEASURE_CLASS, [(state["cls"] + 1) % state["n"], 0]) or float("nan")
         table_by_then = page.evaluate(TABLE_ARRIVED)
-        page.wait_for_timeout(1500)
+        if not edit_mode:
+            page.keyboard.press("Escape")  # command mode, as a user's first click or tab into the explorer
+        page.wait_for_timeout(1500)  # the editor's cursor fades out (a 1.2 s animation)
+        animations = page.evaluate(RUNNING_ANIMATIONS)
         page.wait_for_function(TABLE_ARRIVED, timeout=60_000)
         page.wait_for_timeout(500)
         state = page.evaluate(STATE)
@@ -279,7 +333,9 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         prefetched = class_changes(page, cached, repeats, PAUSE_MS) if len(cached) > 1 else []
         from_table = class_changes(page, derived[:repeats], repeats, PAUSE_MS)
         before = page.evaluate(LATENCIES)
+        load = MachineLoad()
         from_kernel = kernel_served(page, state["n"], repeats, PAUSE_MS)
+        kernel_load = load.report()
         round_trips = page.evaluate(LATENCIES)[len(before) :]
         back_to_back = kernel_served(page, state["n"], repeats, 0)
         pings = [page.evaluate(MEASURE_PING, [1_000_000 + i, PAUSE_MS]) for i in range(repeats)]
@@ -290,22 +346,22 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int) 
         page.evaluate(TABLES_AGAIN)  # keys with the logits table held, as once the explorer is open
         page.wait_for_function(TABLE_ARRIVED, timeout=60_000)
         page.wait_for_timeout(500)
-        by_keyboard, stepped_keyboard, bare_keyboard = keyboard_layer_changes(page, key_presses)
+        keyboard = keyboard_layer_changes(page, key_presses)
         page.close()
     return {
         "class (prefetched)": percentiles(prefetched) if prefetched else "n/a (nothing cached)",
         "class (logits table)": percentiles(from_table) if from_table else "n/a (every class prefetched)",
         "class (from kernel)": percentiles(from_kernel),
         "kernel round trip": percentiles(round_trips),
+        "load, from kernel": kernel_load,
         "class (kernel, b2b)": percentiles(back_to_back),
         "bare round trip": percentiles(pings),
         "layer change": percentiles(layers),
         "layer render only": percentiles(renders),
-        "layer, arrow keys": by_keyboard,
-        "layer, stepped keys": stepped_keyboard,
-        "bare slider, keys": bare_keyboard,
+        **keyboard,
         "marker in same task": f"{marker_follows} of {repeats}",
         "first class change": f"{first_class:6.1f} (logits table {'held' if table_by_then else 'still on its way'})",
+        "page animations": f"{animations} running while measuring ({'edit' if edit_mode else 'command'} mode)",
         "first paint": f"{first_paint:6.0f}",
     }
 
@@ -348,6 +404,11 @@ def main() -> None:
         action="store_true",
         help="add comm_msg to the server's untracked_message_types (not a recommendation: see docs/benchmarks.md)",
     )
+    parser.add_argument(
+        "--edit-mode",
+        action="store_true",
+        help="leave the notebook in edit mode after running the cell (its editor's cursor blinks throughout)",
+    )
     args = parser.parse_args()
     if args.no_quiet_requests:
         os.environ["VITLENS_QUIET_REQUESTS"] = "0"
@@ -362,7 +423,8 @@ def main() -> None:
         print(f"{'model':<22} {'TCP_NODELAY':<12} {'measure':<20} ms")
         for model in args.models:
             for nodelay in {"both": (True, False), "on": (True,), "off": (False,)}[args.tcp_nodelay]:
-                for name, value in measure(browser, model, nodelay, args.repeats, args.key_presses).items():
+                results = measure(browser, model, nodelay, args.repeats, args.key_presses, args.edit_mode)
+                for name, value in results.items():
                     print(f"{model:<22} {'on' if nodelay else 'off':<12} {name:<20} {value}", flush=True)
         browser.close()
 
