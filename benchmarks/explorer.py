@@ -22,7 +22,8 @@ the TCP_NODELAY server extension, it prints (milliseconds, measured with
   beside the same for a bare range input added to the same page (the floor the page
   and the machine allow in that minute), the held keys and the bare ones in alternating
   blocks; with the machine's load (CPU busy, steal, pressure) over the held keys and
-  over the kernel-served class changes;
+  over the kernel-served class changes, and Chromium's CPU time per held key (all its
+  processes, idle time in the blocks included) beside the bare input's;
 * the first class change after opening (the logits table still on its way for large
   models), and first paint: from running the cell (kernel warm) to the painted grid.
 
@@ -250,6 +251,20 @@ class MachineLoad:
         return f"cpu busy {100 * (total - idle - steal) / total:.0f} %, steal {100 * steal / total:.0f} %, pressure {100 * pressure:.0f} %"
 
 
+def chromium_cpu_ms() -> float:
+    """CPU time (user + system, ms) of every Chromium process on this machine: the browser, its renderers
+    and its GPU process (software drawing here)."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "chromium":
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def keyboard_layer_changes(page, presses: int) -> dict[str, str]:
     """Arrow keys on the Layer slider, held down and stepped, and on a bare range input in the same page
     (the floor), in alternating blocks so that both see the same load."""
@@ -258,10 +273,13 @@ def keyboard_layer_changes(page, presses: int) -> dict[str, str]:
     slider, bare_slider = page.get_by_role("slider", name="Layer"), page.locator("#vl-bench-bare")
     load = MachineLoad()
     held, bare = [], []
+    cpu = {"held": 0.0, "bare": 0.0}  # Chromium's CPU time over each kind of block
     for start in range(0, presses, KEY_BLOCK):
         block = min(KEY_BLOCK, presses - start)
-        held.append(arrow_keys(page, slider, block, start=start))
-        bare.append(arrow_keys(page, bare_slider, block, start=start))
+        for kind, target, counts in (("held", slider, held), ("bare", bare_slider, bare)):
+            before = chromium_cpu_ms()
+            counts.append(arrow_keys(page, target, block, start=start))
+            cpu[kind] += chromium_cpu_ms() - before
     held_load = load.report()
     stepped = arrow_keys(page, slider, presses // 2, STEP_MS)
     return {
@@ -269,6 +287,7 @@ def keyboard_layer_changes(page, presses: int) -> dict[str, str]:
         "layer, stepped keys": f"{stepped} of {presses // 2} in the next frame",
         "bare slider, keys": f"{sum(bare)} of {presses} in the next frame (blocks: {', '.join(map(str, bare))})",
         "load, held keys": held_load,
+        "chromium CPU, held": f"{cpu['held'] / presses:.1f} ms per key (bare input {cpu['bare'] / presses:.1f})",
     }
 
 
