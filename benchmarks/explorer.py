@@ -224,7 +224,7 @@ KEY_BLOCK = 20
 
 
 class MachineLoad:
-    """CPU use over an interval, from /proc (Linux): how busy both cores were, how much time the
+    """CPU use over an interval, from /proc (Linux): how busy the CPUs were, how much time the
     hypervisor gave to other machines (steal), and how often a task here waited for a CPU (pressure)."""
 
     def __init__(self) -> None:
