@@ -118,14 +118,14 @@ export class TrajectoryChart {
     const axesKey = `${data.layers.join(",")}|${data.range.join(",")}`;
     if (axesKey !== this.axesKey) {
       this.axesKey = axesKey;
-      this.drawAxes();
+      this.drawAxes(data);
     }
     data.lines.forEach((line, i) => this.drawSeries(line, (this.drawn[i] ??= this.newSeries(i))));
     for (const extra of this.drawn.splice(data.lines.length)) extra.group.remove();
   }
 
-  private drawAxes(): void {
-    const [lo, hi] = this.data!.range;
+  private drawAxes(data: ChartData): void {
+    const [lo, hi] = data.range;
     this.marker.setAttribute("y1", String(this.y(lo)));
     this.marker.setAttribute("y2", String(this.y(hi)));
     const parts: SVGElement[] = [
@@ -146,7 +146,7 @@ export class TrajectoryChart {
       node("text", { x: 4, y: this.y(hi) + 4, class: "vl-tick" }, hi.toFixed(2)),
       node("text", { x: 4, y: this.y(lo), class: "vl-tick" }, lo.toFixed(2)),
     ];
-    for (const layer of this.data!.layers) {
+    for (const layer of data.layers) {
       const label = node(
         "text",
         { x: this.x(layer) - 3, y: H - 10, class: "vl-tick" },
