@@ -178,6 +178,12 @@ export class SliceStore {
     );
   }
 
+  /** Forget a table being filled and its next chunk: chunks still on their way find it gone and are dropped. */
+  private dropTableOnItsWay(): void {
+    this.filling = null;
+    this.resumeTable = null;
+  }
+
   /** A user request came: a table not started yet waits for the next pause. */
   private postponeTable(): void {
     clearTimeout(this.tableTimer);
@@ -242,8 +248,7 @@ export class SliceStore {
     this.clears++;
     this.cancelPrefetch();
     this.postponeTable();
-    this.filling = null; // a table on its way is not kept either
-    this.resumeTable = null;
+    this.dropTableOnItsWay();
     this.cache.clear();
     this.tables.clear();
   }
@@ -252,8 +257,7 @@ export class SliceStore {
   disableTables(): void {
     this.tablesUnavailable = true;
     this.postponeTable();
-    this.filling = null;
-    this.resumeTable = null;
+    this.dropTableOnItsWay();
     this.tables.clear();
   }
 
@@ -264,8 +268,7 @@ export class SliceStore {
     for (const key of [...this.cache.keys()]) if (!key.includes("|base|")) this.cache.delete(key);
     this.tables.clear();
     this.failedTables.clear();
-    this.filling = null;
-    this.resumeTable = null;
+    this.dropTableOnItsWay();
     this.pending = null;
   }
 
@@ -274,8 +277,7 @@ export class SliceStore {
     this.disposed = true;
     this.cancelPrefetch();
     this.postponeTable();
-    this.filling = null;
-    this.resumeTable = null;
+    this.dropTableOnItsWay();
     this.pending = null;
     this.whenAnswered.splice(0);
   }
