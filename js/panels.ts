@@ -221,28 +221,32 @@ export function classPanel(actions: Actions, prefetch: (classes: number[]) => vo
 /**
  * One line of class chips whose buttons are reused: a layer change rewrites their texts in place,
  * and the row keeps its height (long names end in an ellipsis, the full name is the tooltip), so
- * nothing below it moves as the layer changes.
+ * nothing below it moves as the layer changes. The tooltip is set when the pointer comes: a
+ * `title` change restyles its element (JupyterLab's styles select on it), one a layer need not pay.
  */
 function chipRow(choose: (cls: number) => void) {
   const root = el("div", "vl-chips");
   root.setAttribute("aria-label", "Top classes");
   const shown: number[] = [];
+  let names: string[] = [];
   const chips = reused((i) => {
     const button = el("button", "vl-chip", "");
     button.type = "button";
     button.addEventListener("click", () => choose(shown[i]));
+    button.addEventListener("pointerenter", () => setAttr(button, "title", names[shown[i]] ?? ""));
     root.append(button);
     return button;
   });
   return {
     root,
-    show(classes: number[], { names, cls }: Frame) {
+    show(classes: number[], frame: Frame) {
+      names = frame.names;
       classes.forEach((c, i) => {
         const button = chips.at(i);
         shown[i] = c;
         setText(button, names[c]);
-        setAttr(button, "title", names[c]);
-        setAttr(button, "aria-pressed", String(c === cls));
+        if (button.matches(":hover")) setAttr(button, "title", names[c]);
+        setAttr(button, "aria-pressed", String(c === frame.cls));
       });
       chips.hideFrom(classes.length);
     },
