@@ -16,7 +16,8 @@ for each kind of block the median of each stage of the frame that showed a press
 
 Each ``--variant NAME=CSS`` adds a block with that CSS in the page (for example hiding a part of the
 explorer, to see what it costs a frame). Blocks alternate within a round, so all see the same minutes.
-Tracing adds its own cost to every stage: compare the blocks of one run, not with explorer.py's counts.
+``--tree PATH`` measures another checkout of the package (as in explorer.py). Tracing adds its own
+cost to every stage: compare blocks and runs of this script, not with explorer.py's counts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -162,7 +164,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--presses", type=int, default=60, help="arrow-key presses per block")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=CSS", help="a block with this CSS")
+    parser.add_argument("--tree", type=Path, help="measure the vitlens_widgets of another checkout")
     args = parser.parse_args()
+    if args.tree:
+        os.environ["PYTHONPATH"] = str(args.tree.resolve())  # the kernel imports that checkout's package
     variants = {"explorer": "", **dict(v.split("=", 1) for v in args.variant), "bare input": ""}
     from playwright.sync_api import sync_playwright
 

@@ -222,7 +222,7 @@ export function classPanel(actions: Actions, prefetch: (classes: number[]) => vo
  * One line of class chips whose buttons are reused: a layer change rewrites their texts in place,
  * and the row keeps its height (long names end in an ellipsis, the full name is the tooltip), so
  * nothing below it moves as the layer changes. The tooltip is set when the pointer comes: a
- * `title` change restyles its element (JupyterLab's styles select on it), one a layer need not pay.
+ * `title` change restyles its element (a stylesheet on the page selects on it).
  */
 function chipRow(choose: (cls: number) => void) {
   const root = el("div", "vl-chips");

@@ -389,6 +389,9 @@ LAYER_CHANGE_MUTATIONS = f"""async () => {{
   const records = [];
   const watch = new MutationObserver(list => records.push(...list.filter(r => r.type === 'childList')));
   watch.observe(ui.root, {{subtree: true, childList: true}});
+  const titles = [];  // a title change restyles its element: a layer change should write none
+  const watchTitles = new MutationObserver(list => titles.push(...list));
+  watchTitles.observe(ui.root, {{subtree: true, attributeFilter: ['title']}});
   const heights = [];
   const chips = [];
   for (const layer of ui.model.get('specs').sites[0].layers) {{
@@ -398,7 +401,8 @@ LAYER_CHANGE_MUTATIONS = f"""async () => {{
     chips.push([...ui.root.querySelectorAll('.vl-chip:not([hidden])')].map(c => [c.textContent, c.offsetTop]));
   }}
   watch.disconnect();
-  return {{inserted: records.length, heights, chips}};
+  watchTitles.disconnect();
+  return {{inserted: records.length, titles: titles.length, heights, chips}};
 }}"""
 
 
@@ -416,6 +420,11 @@ def test_a_layer_change_rewrites_the_panels_in_place_and_moves_nothing(lab_page)
         assert all(name.endswith("long name") for chips in changes["chips"] for name, _ in chips)
         assert {top for chips in changes["chips"] for _, top in chips} == {changes["chips"][0][0][1]}  # one line
         assert len({tuple(name for name, _ in chips) for chips in changes["chips"]}) > 1  # and they did change
+        assert changes["titles"] == 0
+        chip = page.locator(".vl-chip").nth(1)
+        chip.hover()  # the tooltip: the full name, set when the pointer comes
+        page.wait_for_function("(chip) => chip.title === chip.textContent", arg=chip.element_handle())
+        assert chip.get_attribute("title").endswith("long name")
     finally:
         page.mouse.move(0, 0)
         run_cell(page, 4)
