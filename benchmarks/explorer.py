@@ -179,6 +179,18 @@ def run_cell(page, index: int) -> None:
     page.keyboard.press("Shift+Enter")
 
 
+def open_and_run_setup(page, url: str) -> None:
+    """Open the notebook at ``url`` and run its first cell (the model and images), until it is done."""
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    page.wait_for_timeout(2000)
+    run_cell(page, 0)
+    page.wait_for_function(
+        "() => document.querySelector('.jp-Cell .jp-InputArea-prompt')?.textContent.includes('[1]')",
+        timeout=300_000,
+    )
+
+
 # Event Timing reports an input event's time to the next paint (in steps of 8 ms) when it is at
 # least 16 ms: 16 means painted in the next frame, 24 or more that a frame went by without it.
 OBSERVE_EVENTS = """() => {
@@ -322,14 +334,7 @@ def measure(browser, model: str, nodelay: bool, repeats: int, key_presses: int, 
     os.environ["VITLENS_TCP_NODELAY"] = "1" if nodelay else "0"
     with running_lab(root) as lab:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(lab.url("bench.ipynb"))
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.wait_for_timeout(2000)
-        run_cell(page, 0)
-        page.wait_for_function(
-            "() => document.querySelector('.jp-Cell .jp-InputArea-prompt')?.textContent.includes('[1]')",
-            timeout=300_000,
-        )
+        open_and_run_setup(page, lab.url("bench.ipynb"))
         started = time.perf_counter()
         run_cell(page, 1)
         page.wait_for_function(

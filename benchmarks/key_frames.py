@@ -33,7 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from explorer import ADD_BARE_SLIDER, MODELS, TABLE_ARRIVED, run_cell
+from explorer import ADD_BARE_SLIDER, MODELS, TABLE_ARRIVED, open_and_run_setup, run_cell
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
 from jupyter import CHROMIUM, CHROMIUM_ARGS, running_lab, write_notebook
@@ -55,14 +55,7 @@ USE_CSS = """(css) => {
 
 def open_explorer(page, url: str) -> None:
     """Run the notebook's two cells and wait until the explorer holds its logits table."""
-    page.goto(url)
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-    page.wait_for_timeout(2000)
-    run_cell(page, 0)
-    page.wait_for_function(
-        "() => document.querySelector('.jp-Cell .jp-InputArea-prompt')?.textContent.includes('[1]')",
-        timeout=300_000,
-    )
+    open_and_run_setup(page, url)
     run_cell(page, 1)
     page.wait_for_selector(".vl-explorer", timeout=300_000)
     page.wait_for_function(TABLE_ARRIVED, timeout=300_000)
