@@ -213,6 +213,11 @@ ADD_BARE_SLIDER = """() => {
 }"""
 
 
+def arrow_key(i: int) -> str:
+    """The ``i``-th press of a run on a slider: four left, four right, and so on (it stays mid-range)."""
+    return "ArrowLeft" if (i // 4) % 2 == 0 else "ArrowRight"
+
+
 def arrow_keys(page, slider, presses: int, pause_ms: int = 60, start: int = 0) -> int:
     """Real arrow-key presses on ``slider``, ``pause_ms`` apart: how many were painted in the next frame.
 
@@ -222,7 +227,7 @@ def arrow_keys(page, slider, presses: int, pause_ms: int = 60, start: int = 0) -
     slider.focus()
     page.wait_for_timeout(200)  # the focus ring's frame: not in the first press's way
     for i in range(start, start + presses):
-        page.keyboard.press("ArrowLeft" if (i // 4) % 2 == 0 else "ArrowRight")
+        page.keyboard.press(arrow_key(i))
         page.wait_for_timeout(pause_ms)
     page.wait_for_timeout(500)
     return presses - sum(d > 16 for d in page.evaluate("() => window.__vlEvents"))

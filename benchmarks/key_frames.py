@@ -33,7 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from explorer import ADD_BARE_SLIDER, MODELS, TABLE_ARRIVED, open_and_run_setup, run_cell
+from explorer import ADD_BARE_SLIDER, MODELS, TABLE_ARRIVED, arrow_key, open_and_run_setup, run_cell
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"))
 from jupyter import CHROMIUM, CHROMIUM_ARGS, running_lab, write_notebook
@@ -44,8 +44,12 @@ FRAME_STAGES = {
     "raster": "EndCommitToActivation",
     "draw": "StartDrawToSwapStart",
 }
-MAIN_FRAME_PARTS = {"style": "style_update_us", "layout": "layout_update_us", "paint": "paint_us"}
-MAIN_FRAME_PARTS["commit"] = "composite_commit_us"
+MAIN_FRAME_PARTS = {
+    "style": "style_update_us",
+    "layout": "layout_update_us",
+    "paint": "paint_us",
+    "commit": "composite_commit_us",
+}
 USE_CSS = """(css) => {
   document.getElementById('vl-key-frames-variant')?.remove();
   const style = Object.assign(document.createElement('style'), {id: 'vl-key-frames-variant', textContent: css});
@@ -64,12 +68,12 @@ def open_explorer(page, url: str) -> None:
 
 
 def trace_keys(browser, page, slider, presses: int, path: Path) -> None:
-    """Press the arrow keys on ``slider`` (four left, four right, ...) while Chrome records a trace."""
+    """Press the arrow keys on ``slider`` (as explorer.py does) while Chrome records a trace."""
     slider.focus()
     page.wait_for_timeout(300)
     browser.start_tracing(page=page, path=str(path), categories=CATEGORIES)
     for i in range(presses):
-        page.keyboard.press("ArrowLeft" if (i // 4) % 2 == 0 else "ArrowRight")
+        page.keyboard.press(arrow_key(i))
         page.wait_for_timeout(60)
     page.wait_for_timeout(400)
     browser.stop_tracing()

@@ -229,11 +229,13 @@ function chipRow(choose: (cls: number) => void) {
   root.setAttribute("aria-label", "Top classes");
   const shown: number[] = [];
   let names: string[] = [];
+  const showTooltip = (button: HTMLElement, i: number) =>
+    setAttr(button, "title", names[shown[i]] ?? "");
   const chips = reused((i) => {
     const button = el("button", "vl-chip", "");
     button.type = "button";
     button.addEventListener("click", () => choose(shown[i]));
-    button.addEventListener("pointerenter", () => setAttr(button, "title", names[shown[i]] ?? ""));
+    button.addEventListener("pointerenter", () => showTooltip(button, i));
     root.append(button);
     return button;
   });
@@ -245,7 +247,7 @@ function chipRow(choose: (cls: number) => void) {
         const button = chips.at(i);
         shown[i] = c;
         setText(button, names[c]);
-        if (button.matches(":hover")) setAttr(button, "title", names[c]);
+        if (button.matches(":hover")) showTooltip(button, i);
         setAttr(button, "aria-pressed", String(c === frame.cls));
       });
       chips.hideFrom(classes.length);
