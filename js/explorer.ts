@@ -136,39 +136,46 @@ export class ExplorerApp implements Actions {
       (layer) => this.set("layer", layer),
       (token) => this.set("highlight", token),
     );
-    this.panels = [
+    const settings = [
       galleryPanel(this),
       layerPanel(this),
       ...siteMetricPanels(this),
       classPanel(this, (classes) => this.prefetch(classes)),
       legendPanel(),
-      hoverPanel(),
-      ...(source.serves.has("retrace")
-        ? [relevancePanel(this), whatIfPanel(this, this.removeMode)]
-        : []),
-      ...(source.serves.has("memories") ? [this.memories] : []),
     ];
+    const tools = source.serves.has("retrace")
+      ? [relevancePanel(this), whatIfPanel(this, this.removeMode)]
+      : [];
+    const pointed = [hoverPanel(), ...(source.serves.has("memories") ? [this.memories] : [])];
+    this.panels = [...settings, ...tools, ...pointed];
     this.heartbeat = new Heartbeat(source, (alive) => {
       this.disconnected = !alive;
       this.renderStatus();
     });
-    this.build();
+    this.build(settings, tools, pointed);
     this.listen();
     this.heartbeat.start();
     this.refreshImage();
   }
 
-  private build(): void {
+  /**
+   * Two columns: the grid with what the pointer over it shows (`pointed`) under it, and the
+   * `settings`, the trajectories and the `tools`. Everything a held arrow key redraws (grid, slider,
+   * chips, trajectory marker) then lies within the grid's height: the frame's damaged box stays small.
+   */
+  private build(settings: Panel[], tools: Panel[], pointed: Panel[]): void {
     this.root.setAttribute("data-lm-suppress-shortcuts", "true"); // keys in here are ours, not JupyterLab's
     this.root.addEventListener("keydown", (e) => e.stopPropagation());
     // The picker's value changes fire selectionchange; every code cell's editor in the notebook
     // listens for it on the document and measures the page. They have nothing to do with ours.
     this.root.addEventListener("selectionchange", (e) => e.stopPropagation());
+    const tokens = el("div", "vl-tokens");
+    tokens.append(this.grid.root, ...pointed.map((p) => p.root));
     const controls = el("div", "vl-controls");
-    controls.append(...this.panels.map((p) => p.root));
+    controls.append(...settings.map((p) => p.root), this.chart.root, ...tools.map((p) => p.root));
     const main = el("div", "vl-main");
-    main.append(this.grid.root, controls);
-    this.root.append(this.status.root, main, this.chart.root);
+    main.append(tokens, controls);
+    this.root.append(this.status.root, main);
   }
 
   private listen(): void {

@@ -8,8 +8,8 @@ import { DASHES, LINES } from "./palette";
 import { setAttr, setText } from "./panels";
 
 const SVG = "http://www.w3.org/2000/svg";
-const W = 520;
-const H = 220;
+const W = 460;
+const H = 210;
 const PAD = { left: 44, right: 150, top: 18, bottom: 28 };
 
 export interface Line {

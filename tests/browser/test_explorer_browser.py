@@ -393,16 +393,18 @@ LAYER_CHANGE_MUTATIONS = f"""async () => {{
   const watchTitles = new MutationObserver(list => titles.push(...list));
   watchTitles.observe(ui.root, {{subtree: true, attributeFilter: ['title']}});
   const heights = [];
+  const charts = [];
   const chips = [];
   for (const layer of ui.model.get('specs').sites[0].layers) {{
     ui.set('layer', layer);
     await new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)));
     heights.push(ui.root.getBoundingClientRect().height);
+    charts.push(ui.root.querySelector('svg.vl-trajectories').getBoundingClientRect().top);
     chips.push([...ui.root.querySelectorAll('.vl-chip:not([hidden])')].map(c => [c.textContent, c.offsetTop]));
   }}
   watch.disconnect();
   watchTitles.disconnect();
-  return {{inserted: records.length, titles: titles.length, heights, chips}};
+  return {{inserted: records.length, titles: titles.length, heights, charts, chips}};
 }}"""
 
 
@@ -415,7 +417,8 @@ def test_a_layer_change_rewrites_the_panels_in_place_and_moves_nothing(lab_page)
         page.wait_for_selector(".vl-hover-list li")
         changes = page.evaluate(LAYER_CHANGE_MUTATIONS)
         assert changes["inserted"] == 0  # texts and bars rewritten, no element added or removed
-        assert len(set(changes["heights"])) == 1  # the trajectories below never move
+        assert len(set(changes["heights"])) == 1  # nothing grows or shrinks
+        assert len(set(changes["charts"])) == 1  # the trajectories never move
         assert {len(chips) for chips in changes["chips"]} == {5}
         assert all(name.endswith("long name") for chips in changes["chips"] for name, _ in chips)
         assert {top for chips in changes["chips"] for _, top in chips} == {changes["chips"][0][0][1]}  # one line
