@@ -32,7 +32,7 @@ import {
   toArrayBuffer,
   type Traits,
 } from "./model";
-import { DASHES, LINES, relevanceScale, scaleFor, tokenColour } from "./palette";
+import { type ColourScale, DASHES, LINES, relevanceScale, scaleFor, tokenColour } from "./palette";
 import { STATE_TRAITS } from "./protocol";
 import { type DataSource, Heartbeat, KernelSource } from "./source";
 import { SliceStore } from "./store";
@@ -113,6 +113,11 @@ export class ExplorerApp implements Actions {
   private holdTimer: ReturnType<typeof setTimeout> | undefined;
   private holding = ""; // the slice the frame on screen waits for
   private memoriesAsked = "";
+  private overlay = {
+    from: null as unknown,
+    key: "",
+    value: null as { rows: Float32Array; scales: ColourScale[] } | null,
+  }; // the relevance rows last made, and from what
   private top = { indices: new Int16Array(0), probs: new Float32Array(0), from: null as unknown };
   private cleanups: (() => void)[] = [];
 
@@ -366,11 +371,11 @@ export class ExplorerApp implements Actions {
   }
 
   private paint(frame: Frame, slice: Float32Array): void {
-    const tokens = frame.layout.n_tokens;
     const overlay = this.relevance(frame);
-    const values = overlay?.values ?? slice.subarray(frame.row * tokens, (frame.row + 1) * tokens);
-    frame.scale = overlay?.scale ?? scaleFor(frame.metric, slice);
-    this.grid.paint(values, frame.scale);
+    const scale = overlay ? null : scaleFor(frame.metric, slice); // one for every layer
+    const scales = overlay?.scales ?? frame.site.layers.map(() => scale);
+    frame.scale = scales[frame.row];
+    this.grid.paint(overlay?.rows ?? slice, scales, frame.row);
     this.drawTrajectories(frame, slice);
     const { image, site, metric, cls } = this.query();
     this.lastPaint = {
@@ -401,22 +406,33 @@ export class ExplorerApp implements Actions {
     });
   }
 
-  /** The relevance map to show at this layer (per token, prefix tokens unpainted), or null. */
-  private relevance(frame: Frame) {
+  /**
+   * The relevance maps as heat-map rows, one per layer of the site (each layer's own map, else the
+   * global one; prefix tokens unpainted), with a colour scale per row; null when none is shown.
+   */
+  private relevance(frame: Frame): { rows: Float32Array; scales: ColourScale[] } | null {
     const method = this.model.get("relevance_method");
-    const rows = this.model.get("relevance_rows");
-    if (!method || !rows) return null;
-    const maps = new Float32Array(toArrayBuffer(this.model.get("relevance_maps")));
-    const size = maps.length / rows;
-    const block = this.model.get("relevance_all_blocks")
-      ? -1
-      : (this.model.get("relevance_blocks") ?? []).indexOf(frame.layer);
-    const row = block >= 0 ? block : rows - 1; // this layer's own map, else the global one
-    const map = maps.subarray(row * size, (row + 1) * size);
-    const values = new Float32Array(frame.layout.n_tokens).fill(NaN);
-    values.set(map, frame.layout.prefix.length);
+    const count = this.model.get("relevance_rows");
+    if (!method || !count) return null;
+    const raw = this.model.get("relevance_maps");
+    const blocks = this.model.get("relevance_all_blocks")
+      ? []
+      : (this.model.get("relevance_blocks") ?? []);
+    const key = `${method}|${blocks.join(",")}|${frame.site.layers.join(",")}`;
+    if (raw === this.overlay.from && key === this.overlay.key) return this.overlay.value;
+    const maps = new Float32Array(toArrayBuffer(raw));
+    const [size, tokens] = [maps.length / count, frame.layout.n_tokens];
     const signed = !!frame.specs.relevance.find((r) => r.name === method)?.signed;
-    return { values, scale: relevanceScale(map, signed) };
+    const rows = new Float32Array(frame.site.layers.length * tokens).fill(NaN);
+    const scales = frame.site.layers.map((layer, r) => {
+      const block = blocks.indexOf(layer);
+      const m = block >= 0 ? block : count - 1; // this layer's own map, else the global one
+      const map = maps.subarray(m * size, (m + 1) * size);
+      rows.set(map, r * tokens + frame.layout.prefix.length);
+      return relevanceScale(map, signed);
+    });
+    this.overlay = { from: raw, key, value: { rows, scales } };
+    return this.overlay.value;
   }
 
   private readTopk(): void {

@@ -1,10 +1,11 @@
 /**
- * The token grid: the input crop, a heat-map canvas with one pixel per patch (scaled up),
- * and an ARIA grid of focusable cells (prefix tokens in their own labelled row above).
+ * The token grid: the input crop, the heat map over it (js/heat.ts), and an ARIA grid of
+ * focusable cells (prefix tokens in their own labelled row above, coloured here).
  */
 
 import type { Layout } from "./model";
-import { css, type ColourScale, HEAT_OPACITY, textOn, tokenColour } from "./palette";
+import { HeatMap } from "./heat";
+import { css, type ColourScale, textOn, tokenColour } from "./palette";
 
 export interface GridEvents {
   hover(token: number | null): void;
@@ -13,7 +14,7 @@ export interface GridEvents {
 
 export class TokenGrid {
   readonly root: HTMLDivElement;
-  readonly canvas: HTMLCanvasElement;
+  private heat = new HeatMap();
   private image: HTMLImageElement;
   private prefixRow: HTMLDivElement;
   private patches: HTMLDivElement;
@@ -24,10 +25,7 @@ export class TokenGrid {
     scale: null,
   };
   private focusIndex = 0;
-  private painted: { values: Float32Array | null; colours: string | null } = {
-    values: null,
-    colours: null,
-  }; // what the canvas and prefix cells show
+  private prefixColours: string[] = []; // what each prefix cell's colour was last set to
   private shownSelection = ""; // what setSelection and setRemoved last wrote
   private shownRemoved = "";
   private objectUrl: string | null = null;
@@ -48,10 +46,7 @@ export class TokenGrid {
     this.image.className = "vl-crop";
     this.image.alt = "";
     this.image.setAttribute("aria-hidden", "true");
-    this.canvas = document.createElement("canvas");
-    this.canvas.className = "vl-heat";
-    this.canvas.setAttribute("aria-hidden", "true");
-    this.patches.append(this.image, this.canvas);
+    this.patches.append(this.image, this.heat.canvas, this.heat.sprite);
     this.root.append(this.prefixRow, this.patches);
     this.root.addEventListener("keydown", (e) => this.onKey(e));
     this.root.addEventListener("mouseleave", () => this.events.hover(null));
@@ -66,10 +61,13 @@ export class TokenGrid {
   setLayout(layout: Layout): void {
     this.layout = layout;
     [this.shownSelection, this.shownRemoved] = ["", ""]; // new cells: write everything again
-    this.painted = { values: null, colours: null };
+    this.prefixColours = [];
+    this.heat.setLayout({
+      grid: layout.grid,
+      prefix: layout.prefix.length,
+      tokens: layout.n_tokens,
+    });
     const [h, w] = layout.grid;
-    this.canvas.width = w;
-    this.canvas.height = h;
     this.patches.style.gridTemplateColumns = `repeat(${w}, 1fr)`;
     this.patches.style.aspectRatio = `${layout.image_size[1]} / ${layout.image_size[0]}`;
     this.cells = [];
@@ -97,38 +95,31 @@ export class TokenGrid {
   }
 
   /**
-   * Colour every token by `values` (length T) with `scale`. Colours already on screen are not painted
-   * again: a canvas write, even of the same pixels, costs the page a frame.
+   * Colour every token by row `row` of `rows` (R rows of T values, `scales[r]` colouring row r):
+   * the patches in the heat map, the prefix tokens' cells here. Nothing already shown is written again.
    */
-  paint(values: Float32Array | null, scale: ColourScale | null): void {
+  paint(rows: Float32Array | null, scales: (ColourScale | null)[], row: number): void {
     const layout = this.layout;
     if (!layout) return;
-    const colours = scale && `${scale.min}|${scale.max}|${scale.gradient}`;
-    if (colours === this.painted.colours && sameValues(values, this.painted.values)) {
-      this.shown = { values, scale };
-      return this.describe(this.focusIndex);
-    }
-    this.painted = { values: values && values.slice(), colours };
-    const ctx = this.canvas.getContext("2d");
-    if (!ctx) return;
-    const [h, w] = layout.grid;
-    const n = layout.prefix.length;
-    const pixels = ctx.createImageData(w, h);
-    for (let i = 0; i < h * w; i++) {
-      const value = values ? values[n + i] : NaN;
-      if (!values || !scale || !Number.isFinite(value)) continue;
-      pixels.data.set(scale.colour(value), i * 4); // no array made per pixel: less for the collector
-      pixels.data[i * 4 + 3] = HEAT_OPACITY * 255;
-    }
-    ctx.putImageData(pixels, 0, 0);
-    for (let t = 0; t < n; t++) {
-      const cell = this.cells[t];
+    this.heat.show(rows, scales, row);
+    const tokens = layout.n_tokens;
+    const values = rows && rows.subarray(row * tokens, (row + 1) * tokens);
+    const scale = scales[row] ?? null;
+    for (let t = 0; t < layout.prefix.length; t++) {
       const colour = values && scale ? scale.colour(values[t]) : null;
-      cell.style.background = colour ? css(colour) : "";
-      cell.style.color = colour ? textOn(colour) : "";
+      this.colourPrefixCell(t, colour ? css(colour) : "", colour ? textOn(colour) : "");
     }
     this.shown = { values, scale };
     this.describe(this.focusIndex); // the others are described when they get focus
+  }
+
+  /** A prefix token's cell in its colour, written only when it changes. */
+  private colourPrefixCell(token: number, background: string, text: string): void {
+    const key = `${background}|${text}`;
+    if (this.prefixColours[token] === key) return;
+    this.prefixColours[token] = key;
+    const style = this.cells[token].style;
+    [style.background, style.color] = [background, text];
   }
 
   /** A cell's value as its accessible description (set on focus, not for every cell each frame). */
@@ -244,13 +235,6 @@ export class TokenGrid {
     e.preventDefault();
     this.focus(next);
   }
-}
-
-function sameValues(a: Float32Array | null, b: Float32Array | null): boolean {
-  if (!a || !b || a.length !== b.length) return a === b;
-  for (let i = 0; i < a.length; i++)
-    if (a[i] !== b[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) return false;
-  return true;
 }
 
 function prefixLabel(name: string): string {

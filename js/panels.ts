@@ -219,16 +219,19 @@ export function classPanel(actions: Actions, prefetch: (classes: number[]) => vo
 }
 
 /**
- * One line of class chips whose buttons are reused: a layer change rewrites their texts in place,
- * and the row keeps its height (long names end in an ellipsis, the full name is the tooltip), so
- * nothing below it moves as the layer changes. The tooltip is set when the pointer comes: a
- * `title` change restyles its element (a stylesheet on the page selects on it).
+ * One line of class chips whose buttons are reused: a layer change rewrites their texts in place.
+ * The chips share the row equally and clip nothing (a clipped box that repaints makes Chromium
+ * re-layerize the whole page, every key): long names are cut in script to fit, ending in "…"; the
+ * full name is the chip's accessible name and its tooltip. The tooltip is set when the pointer
+ * comes: a `title` change restyles its element (a stylesheet on the page selects on it).
  */
 function chipRow(choose: (cls: number) => void) {
   const root = el("div", "vl-chips");
   root.setAttribute("aria-label", "Top classes");
   const shown: number[] = [];
   let names: string[] = [];
+  let last: { classes: number[]; frame: Frame } | null = null;
+  const fitted = new FittedNames();
   const showTooltip = (button: HTMLElement, i: number) =>
     setAttr(button, "title", names[shown[i]] ?? "");
   const chips = reused((i) => {
@@ -239,20 +242,60 @@ function chipRow(choose: (cls: number) => void) {
     root.append(button);
     return button;
   });
-  return {
-    root,
-    show(classes: number[], frame: Frame) {
-      names = frame.names;
-      classes.forEach((c, i) => {
-        const button = chips.at(i);
-        shown[i] = c;
-        setText(button, names[c]);
-        if (button.matches(":hover")) showTooltip(button, i);
-        setAttr(button, "aria-pressed", String(c === frame.cls));
-      });
-      chips.hideFrom(classes.length);
-    },
+  const show = (classes: number[], frame: Frame) => {
+    last = { classes, frame };
+    names = frame.names;
+    classes.forEach((c, i) => {
+      const button = chips.at(i);
+      shown[i] = c;
+      setText(button, fitted.fit(names[c]));
+      setAttr(button, "aria-label", names[c]);
+      if (button.matches(":hover")) showTooltip(button, i);
+      setAttr(button, "aria-pressed", String(c === frame.cls));
+    });
+    chips.hideFrom(classes.length);
   };
+  // The chips' width comes from the layout: fit the names again whenever it changes.
+  new ResizeObserver(([entry]) => {
+    const chip = entry.target as HTMLElement;
+    if (fitted.resize(entry.contentRect.width, getComputedStyle(chip)) && last)
+      show(last.classes, last.frame);
+  }).observe(chips.at(0));
+  return { root, show };
+}
+
+/** Names cut to a width, in a chip's font (bold: the picked chip's), with "…"; cached per name. */
+class FittedNames {
+  private context = document.createElement("canvas").getContext("2d");
+  private width = 0;
+  private cache = new Map<string, string>();
+
+  /** A new width or font: whether it changed (then every name is fitted again). */
+  resize(width: number, style: CSSStyleDeclaration): boolean {
+    const font = `${style.fontStyle} 600 ${style.fontSize} ${style.fontFamily}`;
+    if (!this.context || (width === this.width && font === this.context.font)) return false;
+    [this.width, this.context.font] = [width, font];
+    this.cache.clear();
+    return true;
+  }
+
+  fit(name: string): string {
+    const context = this.context;
+    if (!context || this.width <= 0) return name; // not laid out yet
+    let text = this.cache.get(name);
+    if (text === undefined) {
+      const fits = (t: string) => context.measureText(t).width <= this.width;
+      let [lo, hi] = [1, name.length]; // the longest prefix that fits with "…"
+      while (lo < hi) {
+        const mid = Math.ceil((lo + hi) / 2);
+        if (fits(name.slice(0, mid).trimEnd() + "…")) lo = mid;
+        else hi = mid - 1;
+      }
+      text = fits(name) ? name : name.slice(0, lo).trimEnd() + "…";
+      this.cache.set(name, text);
+    }
+    return text;
+  }
 }
 
 /** The colour legend of what the grid shows. */

@@ -108,7 +108,7 @@ def new_page(browser: Browser) -> tuple[Page, list[str]]:
 
 def wait_for_explorer(page: Page, timeout: float = 180_000) -> None:
     """Until the explorer's grid is painted (the view drops ``vl-loading`` after its first frame)."""
-    page.locator(".vl-explorer canvas.vl-heat").wait_for(timeout=timeout)
+    page.locator(".vl-explorer canvas.vl-heat").wait_for(state="attached", timeout=timeout)
     page.locator(".vl-explorer:not(.vl-loading)").wait_for(timeout=60_000)
 
 

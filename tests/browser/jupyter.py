@@ -17,6 +17,22 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 # The static snapshot (a PNG output) that follows an explorer's widget output in a Jupyter page.
 SNAPSHOT = ".jp-OutputArea-child:has(.vl-explorer) + .jp-OutputArea-child .jp-RenderedImage img"
+# The heat map's pixels as shown, RGBA row-major, from its canvas element: the canvas's own while it
+# shows (just after a new slice), else the band of the every-layer image that its object-position
+# picks (js/heat.ts).
+SHOWN_HEAT_PIXELS = """canvas => {
+  const sprite = canvas.parentElement.querySelector('img.vl-heat-sprite');
+  if (!canvas.hidden || !sprite || sprite.hidden) {
+    return Array.from(canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data);
+  }
+  const bands = sprite.naturalHeight / canvas.height;
+  const percent = parseFloat(getComputedStyle(sprite).objectPosition.split(' ')[1]);
+  const band = Math.round((percent / 100) * (bands - 1));
+  const copy = Object.assign(document.createElement('canvas'), {width: sprite.naturalWidth, height: sprite.naturalHeight});
+  const context = copy.getContext('2d');
+  context.drawImage(sprite, 0, 0);
+  return Array.from(context.getImageData(0, band * canvas.height, canvas.width, canvas.height).data);
+}"""
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from .jupyter import CHROMIUM, SNAPSHOT, chromium_available, running_lab, write_notebook, ws_message
+from .jupyter import (
+    CHROMIUM,
+    SHOWN_HEAT_PIXELS,
+    SNAPSHOT,
+    chromium_available,
+    running_lab,
+    write_notebook,
+    ws_message,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -39,10 +47,6 @@ LONG_NAMES = (
     "short_names = explorer.class_names\nexplorer.class_names = [f'{n} of a rather long name' for n in short_names]"
 )
 SHORT_NAMES = "explorer.class_names = short_names"
-CANVAS_PIXELS = """() => {
-  const c = document.querySelector('.vl-explorer canvas.vl-heat');
-  return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
-}"""
 
 
 # The kernel websocket's frames of the module's page, both ways: ("sent" | "received", payload).
@@ -73,7 +77,7 @@ def lab_page(browser, tmp_path_factory):
         page.wait_for_timeout(1500)  # kernel connection settles
         page.locator(".jp-Cell").first.click()
         page.keyboard.press("Shift+Enter")
-        page.wait_for_selector(".vl-explorer canvas.vl-heat", timeout=180_000)
+        page.wait_for_selector(".vl-explorer canvas.vl-heat", state="attached", timeout=180_000)
         page.wait_for_function("() => !document.querySelector('.vl-explorer').classList.contains('vl-loading')")
         page.wait_for_selector(".vl-trajectories polyline.vl-series", timeout=60_000)
         yield page, errors
@@ -81,7 +85,7 @@ def lab_page(browser, tmp_path_factory):
 
 
 def pixels(page) -> list[int]:
-    return page.evaluate(CANVAS_PIXELS)
+    return page.locator(".vl-explorer canvas.vl-heat").evaluate(SHOWN_HEAT_PIXELS)
 
 
 def test_grid_renders_pixels_and_accessible_controls(lab_page):
@@ -395,16 +399,24 @@ LAYER_CHANGE_MUTATIONS = f"""async () => {{
   const heights = [];
   const charts = [];
   const chips = [];
+  const heat = ui.root.querySelector('canvas.vl-heat');
+  for (let i = 0; i < 200 && !heat.hidden; i++) await new Promise(r => setTimeout(r, 10));  // the image took over
+  const context = heat.getContext('2d');
+  let canvasWrites = 0;  // a repainted canvas re-layerizes the page: layer changes move the image instead
+  context.putImageData = () => canvasWrites++;
+  const shown = [];
   for (const layer of ui.model.get('specs').sites[0].layers) {{
     ui.set('layer', layer);
     await new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)));
     heights.push(ui.root.getBoundingClientRect().height);
     charts.push(ui.root.querySelector('svg.vl-trajectories').getBoundingClientRect().top);
-    chips.push([...ui.root.querySelectorAll('.vl-chip:not([hidden])')].map(c => [c.textContent, c.offsetTop]));
+    chips.push([...ui.root.querySelectorAll('.vl-chip:not([hidden])')].map(c => [c.ariaLabel, c.offsetTop, c.textContent]));
+    shown.push(({SHOWN_HEAT_PIXELS})(heat).join());
   }}
+  delete context.putImageData;
   watch.disconnect();
   watchTitles.disconnect();
-  return {{inserted: records.length, titles: titles.length, heights, charts, chips}};
+  return {{inserted: records.length, titles: titles.length, heights, charts, chips, canvasWrites, shown}};
 }}"""
 
 
@@ -412,21 +424,24 @@ def test_a_layer_change_rewrites_the_panels_in_place_and_moves_nothing(lab_page)
     page, _ = lab_page
     run_cell(page, 3)  # long class names
     try:
-        page.wait_for_function("() => document.querySelector('.vl-chip').textContent.endsWith('long name')")
+        page.wait_for_function("() => document.querySelector('.vl-chip').ariaLabel.endsWith('long name')")
         page.get_by_role("gridcell", name="patch row 2, column 3").hover()  # the hover panel shows a list
         page.wait_for_selector(".vl-hover-list li")
         changes = page.evaluate(LAYER_CHANGE_MUTATIONS)
         assert changes["inserted"] == 0  # texts and bars rewritten, no element added or removed
         assert len(set(changes["heights"])) == 1  # nothing grows or shrinks
         assert len(set(changes["charts"])) == 1  # the trajectories never move
+        assert changes["canvasWrites"] == 0 and len(set(changes["shown"])) > 1  # the heat map changed all the same
         assert {len(chips) for chips in changes["chips"]} == {5}
-        assert all(name.endswith("long name") for chips in changes["chips"] for name, _ in chips)
-        assert {top for chips in changes["chips"] for _, top in chips} == {changes["chips"][0][0][1]}  # one line
-        assert len({tuple(name for name, _ in chips) for chips in changes["chips"]}) > 1  # and they did change
+        shown = [chip for chips in changes["chips"] for chip in chips]
+        assert all(name.endswith("long name") for name, _, _ in shown)  # the accessible name: all of it
+        assert all(text.endswith("…") and name.startswith(text[:-1]) for name, _, text in shown)  # cut to fit
+        assert {top for _, top, _ in shown} == {shown[0][1]}  # one line
+        assert len({tuple(name for name, _, _ in chips) for chips in changes["chips"]}) > 1  # and they did change
         assert changes["titles"] == 0
         chip = page.locator(".vl-chip").nth(1)
         chip.hover()  # the tooltip: the full name, set when the pointer comes
-        page.wait_for_function("(chip) => chip.title === chip.textContent", arg=chip.element_handle())
+        page.wait_for_function("(chip) => chip.title === chip.ariaLabel", arg=chip.element_handle())
         assert chip.get_attribute("title").endswith("long name")
     finally:
         page.mouse.move(0, 0)
@@ -564,7 +579,7 @@ def test_exported_page_is_interactive_without_a_kernel(browser, tmp_path: Path):
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(path.as_uri())
-    page.wait_for_selector(".vl-explorer canvas.vl-heat")
+    page.wait_for_selector(".vl-explorer canvas.vl-heat", state="attached")
     before = pixels(page)
     page.get_by_role("slider", name="Layer").focus()
     page.keyboard.press("Home")
@@ -601,7 +616,7 @@ def test_exported_page_survives_hostile_class_names(browser, tmp_path: Path):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(path.as_uri())
-    page.wait_for_selector(".vl-explorer canvas.vl-heat")  # not a blank page
+    page.wait_for_selector(".vl-explorer canvas.vl-heat", state="attached")  # not a blank page
     assert page.evaluate("() => window.pwned") is None
     page.get_by_role("combobox", name="Class").fill("<!--")
     assert page.get_by_role("option", name="<!--<script").count() == 1  # shown as text, not markup

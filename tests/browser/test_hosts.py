@@ -14,7 +14,7 @@ from vitlens_widgets.widgets.snapshot import HEAT_STOPS, colour_map
 from vitlens_widgets.widgets.specs import METRIC_SPECS, PALETTE, SITE_SPECS
 
 from .hosts import HOSTS, Host
-from .jupyter import CHROMIUM, SNAPSHOT, chromium_available
+from .jupyter import CHROMIUM, SHOWN_HEAT_PIXELS, SNAPSHOT, chromium_available
 
 pytestmark = [
     pytest.mark.browser,
@@ -25,7 +25,6 @@ pytestmark = [
 
 
 HEAT = ".vl-explorer canvas.vl-heat"
-PIXELS = "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"
 SERIES = "svg.vl-trajectories polyline.vl-series:not(.vl-baseline)"  # dashed baselines only when perturbed
 POINTS = "ps => ps.map(p => [Number(p.dataset.token), p.getAttribute('points')])"
 OTHER_CLASSES = ("crescent", "heart")  # demo classes; one of them is not the predicted one
@@ -53,7 +52,7 @@ def kernel(host: Host) -> Host:
 
 
 def pixels(page: Page) -> list[int]:
-    return page.locator(HEAT).evaluate(PIXELS)
+    return page.locator(HEAT).evaluate(SHOWN_HEAT_PIXELS)
 
 
 def changes(read, before, timeout: float = 5.0):
