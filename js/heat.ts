@@ -48,7 +48,7 @@ export class HeatMap {
     const colours = scales.map((s) => s && `${s.min}|${s.max}|${s.gradient}`).join(";");
     if (colours !== this.drawn.colours || !sameValues(rows, this.drawn.values)) {
       this.drawn = { values: rows && rows.slice(), colours };
-      this.startSprite(rows, scales);
+      this.startSprite(this.drawn.values, scales);
     }
     if (this.spriteReady) this.place(row);
     else this.paintCanvas(row, rows, scales[row] ?? null);
@@ -66,11 +66,23 @@ export class HeatMap {
     ctx.putImageData(pixels, 0, 0);
   }
 
-  /** Draw every row into the sprite's image; show it once decoded (the canvas until then). */
+  /**
+   * The canvas shows this slice now; every row is drawn into the sprite's image after this frame
+   * (encoding it is not the class change's work), which takes over once decoded.
+   */
   private startSprite(rows: Float32Array | null, scales: (ColourScale | null)[]): void {
     const generation = ++this.generation;
     [this.spriteReady, this.canvasRow, this.bands] = [false, -1, Math.max(1, scales.length)];
     [this.sprite.hidden, this.canvas.hidden] = [true, false];
+    const later = () => generation === this.generation && this.drawSprite(rows, scales, generation);
+    requestAnimationFrame(() => setTimeout(later, 0));
+  }
+
+  private drawSprite(
+    rows: Float32Array | null,
+    scales: (ColourScale | null)[],
+    generation: number,
+  ): void {
     const ctx = this.painter.getContext("2d");
     if (!this.layout || !ctx || !rows) return;
     const [h, w] = this.layout.grid;
