@@ -268,13 +268,14 @@ function chipRow(choose: (cls: number) => void) {
 class FittedNames {
   private context = document.createElement("canvas").getContext("2d");
   private width = 0;
+  private font = ""; // as given: the context's own copy is normalised, so never equal to it
   private cache = new Map<string, string>();
 
   /** A new width or font: whether it changed (then every name is fitted again). */
   resize(width: number, style: CSSStyleDeclaration): boolean {
     const font = `${style.fontStyle} 600 ${style.fontSize} ${style.fontFamily}`;
-    if (!this.context || (width === this.width && font === this.context.font)) return false;
-    [this.width, this.context.font] = [width, font];
+    if (!this.context || (width === this.width && font === this.font)) return false;
+    [this.width, this.font, this.context.font] = [width, font, font];
     this.cache.clear();
     return true;
   }
@@ -285,17 +286,22 @@ class FittedNames {
     let text = this.cache.get(name);
     if (text === undefined) {
       const fits = (t: string) => context.measureText(t).width <= this.width;
-      let [lo, hi] = [1, name.length]; // the longest prefix that fits with "…"
-      while (lo < hi) {
-        const mid = Math.ceil((lo + hi) / 2);
-        if (fits(name.slice(0, mid).trimEnd() + "…")) lo = mid;
-        else hi = mid - 1;
-      }
-      text = fits(name) ? name : name.slice(0, lo).trimEnd() + "…";
+      text = fits(name) ? name : cut(name, fits);
       this.cache.set(name, text);
     }
     return text;
   }
+}
+
+/** The longest start of `name` that `fits` with "…" after it (at least one character). */
+function cut(name: string, fits: (text: string) => boolean): string {
+  let [lo, hi] = [1, name.length];
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (fits(name.slice(0, mid).trimEnd() + "…")) lo = mid;
+    else hi = mid - 1;
+  }
+  return name.slice(0, lo).trimEnd() + "…";
 }
 
 /** The colour legend of what the grid shows. */
