@@ -1,7 +1,8 @@
 """Where a held arrow key's frame goes: Chromium's rendering pipeline per key press, on the explorer's
 Layer slider and on a bare range input in the same JupyterLab page.
 
-    .venv/bin/python benchmarks/key_frames.py [--model demo] [--rounds 2] [--presses 60] [--variant NAME=CSS ...]
+    .venv/bin/python benchmarks/key_frames.py [--model demo] [--rounds 2] [--presses 60] [--layerize]
+        [--variant NAME=CSS ...] [--tree PATH]
 
 ``benchmarks/explorer.py`` counts how many held keys are painted in the next frame; this script shows
 where the others lose it. It records a Chrome trace of real arrow-key presses, 60 ms apart, and prints
@@ -12,7 +13,9 @@ for each kind of block the median of each stage of the frame that showed a press
 * raster: commit to activation (the raster workers);
 * draw: the display compositor drawing the frame (in software here: no GPU), and the quads it drew;
 * duration: Event Timing's input to presentation, p50 and p90, and how many presses were late (over
-  16 ms as Event Timing rounds it: a frame went by without them).
+  16 ms as Event Timing rounds it: a frame went by without them);
+* with ``--layerize``: how many times per press the page was re-layerized
+  (``PaintArtifactCompositor::Update``, 1–1.5 ms each on JupyterLab's page; the bare input: none).
 
 Each ``--variant NAME=CSS`` adds a block with that CSS in the page (for example hiding a part of the
 explorer, to see what it costs a frame). Blocks alternate within a round, so all see the same minutes.
@@ -39,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "browser"
 from jupyter import CHROMIUM, CHROMIUM_ARGS, running_lab, write_notebook
 
 CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline", "cc", "viz", "benchmark"]
+LAYERIZE_CATEGORY = "blink"  # PaintArtifactCompositor::Update; traced only with --layerize (it costs)
 FRAME_STAGES = {
     "main frame": "SendBeginMainFrameToCommit",
     "raster": "EndCommitToActivation",
@@ -122,6 +126,7 @@ def key_pipeline(path: Path) -> dict[str, float]:
     ends = [f["end"] for f in frames]
     draws = [e for e in events if e["name"] == "Graphics.Pipeline.Draw" and e["ph"] == "b"]
     quads = sum(e["name"] == "SoftwareRenderer::DoDrawQuad" for e in events)
+    layerized = sum(e["name"] == "PaintArtifactCompositor::Update" and e.get("ph") in "BX" for e in events)
     stages: dict[str, list[float]] = defaultdict(list)
     for key in keys:
         handled = key["ts"] + (key["processingEnd"] - key["timeStamp"]) * 1000  # trace clock, µs
@@ -142,6 +147,7 @@ def key_pipeline(path: Path) -> dict[str, float]:
     summary["duration p90"] = durations[int(0.9 * len(durations))] if durations else float("nan")
     summary["late"] = sum(round(d / 8) * 8 > 16 for d in durations)
     summary["presses"] = len(durations)
+    summary["re-layerized per press"] = layerized / max(1, len(durations))
     return summary
 
 
@@ -152,6 +158,7 @@ def report(name: str, round_: int, s: dict[str, float]) -> str:
         f"duration {s['duration p50']:.1f} / {s['duration p90']:.1f}  handler {s.get('handler', 0):.2f}  "
         f"main frame {s.get('main frame', 0):.2f} ({main})  raster {s.get('raster', 0):.2f}  "
         f"draw {s.get('draw', 0):.2f} ({s['quads per draw']:.0f} quads)"
+        + (f"  re-layerized {s['re-layerized per press']:.2f}/press" if LAYERIZE_CATEGORY in CATEGORIES else "")
     )
 
 
@@ -162,7 +169,10 @@ def main() -> None:
     parser.add_argument("--presses", type=int, default=60, help="arrow-key presses per block")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=CSS", help="a block with this CSS")
     parser.add_argument("--tree", type=Path, help="measure the vitlens_widgets of another checkout")
+    parser.add_argument("--layerize", action="store_true", help="also count the page's re-layerizations")
     args = parser.parse_args()
+    if args.layerize:
+        CATEGORIES.append(LAYERIZE_CATEGORY)
     if args.tree:
         os.environ["PYTHONPATH"] = str(args.tree.resolve())  # the kernel imports that checkout's package
     variants = {"explorer": "", **dict(v.split("=", 1) for v in args.variant), "bare input": ""}
