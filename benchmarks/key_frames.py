@@ -1,7 +1,7 @@
 """Where a held arrow key's frame goes: Chromium's rendering pipeline per key press, on the explorer's
 Layer slider and on a bare range input in the same JupyterLab page.
 
-    .venv/bin/python benchmarks/key_frames.py [--model demo] [--rounds 2] [--presses 60] [--layerize]
+    .venv/bin/python benchmarks/key_frames.py [--model demo] [--rounds 2] [--presses 60] [--hover] [--layerize]
         [--variant NAME=CSS ...] [--tree PATH]
 
 ``benchmarks/explorer.py`` counts how many held keys are painted in the next frame; this script shows
@@ -14,6 +14,7 @@ for each kind of block the median of each stage of the frame that showed a press
 * draw: the display compositor drawing the frame (in software here: no GPU), and the quads it drew;
 * duration: Event Timing's input to presentation, p50 and p90, and how many presses were late (over
   16 ms as Event Timing rounds it: a frame went by without them);
+* with ``--hover``, the pointer rests on a patch throughout (the hover panel then follows every key);
 * with ``--layerize``: how many times per press the page was re-layerized
   (``PaintArtifactCompositor::Update``, 1–1.5 ms each on JupyterLab's page; the bare input: none).
 
@@ -170,6 +171,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=CSS", help="a block with this CSS")
     parser.add_argument("--tree", type=Path, help="measure the vitlens_widgets of another checkout")
     parser.add_argument("--layerize", action="store_true", help="also count the page's re-layerizations")
+    parser.add_argument("--hover", action="store_true", help="the pointer rests on a patch while keys are pressed")
     args = parser.parse_args()
     if args.layerize:
         CATEGORIES.append(LAYERIZE_CATEGORY)
@@ -186,6 +188,10 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         open_explorer(page, lab.url("keys.ipynb"))
         page.evaluate(ADD_BARE_SLIDER)
+        if args.hover:
+            cells = page.locator(".vl-explorer .vl-patches [role=gridcell]")
+            cells.nth(cells.count() // 2).hover()
+            page.wait_for_timeout(1000)  # the kernel's memories for that token
         sliders = {"bare input": page.locator("#vl-bench-bare")}
         for round_ in range(args.rounds):
             for name, css in variants.items():

@@ -231,7 +231,7 @@ function chipRow(choose: (cls: number) => void) {
   const shown: number[] = [];
   let names: string[] = [];
   let last: { classes: number[]; frame: Frame } | null = null;
-  const fitted = new FittedNames();
+  const fitted = new FittedNames("600"); // measured bold: the picked chip's
   const showTooltip = (button: HTMLElement, i: number) =>
     setAttr(button, "title", names[shown[i]] ?? "");
   const chips = reused((i) => {
@@ -255,25 +255,34 @@ function chipRow(choose: (cls: number) => void) {
     });
     chips.hideFrom(classes.length);
   };
-  // The chips' width comes from the layout: fit the names again whenever it changes.
-  new ResizeObserver(([entry]) => {
-    const chip = entry.target as HTMLElement;
-    if (fitted.resize(entry.contentRect.width, getComputedStyle(chip)) && last)
-      show(last.classes, last.frame);
-  }).observe(chips.at(0));
+  fitted.follow(chips.at(0), () => last && show(last.classes, last.frame));
   return { root, show };
 }
 
-/** Names cut to a width, in a chip's font (bold: the picked chip's), with "…"; cached per name. */
+/**
+ * Names cut to a width, in an element's font, with "…"; cached per name. For text that must not be
+ * clipped by its box (see chipRow): the box keeps its size and nothing overflows it.
+ */
 class FittedNames {
   private context = document.createElement("canvas").getContext("2d");
   private width = 0;
   private font = ""; // as given: the context's own copy is normalised, so never equal to it
   private cache = new Map<string, string>();
 
+  /** `weight`: measure in this font weight instead of the element's own (e.g. its bold state's). */
+  constructor(private weight?: string) {}
+
+  /** Fit to `element`'s content width and font, and again (then `refit`) whenever they change. */
+  follow(element: HTMLElement, refit: () => void): void {
+    new ResizeObserver(([entry]) => {
+      if (this.resize(entry.contentRect.width, getComputedStyle(element))) refit();
+    }).observe(element);
+  }
+
   /** A new width or font: whether it changed (then every name is fitted again). */
-  resize(width: number, style: CSSStyleDeclaration): boolean {
-    const font = `${style.fontStyle} 600 ${style.fontSize} ${style.fontFamily}`;
+  private resize(width: number, style: CSSStyleDeclaration): boolean {
+    const weight = this.weight ?? style.fontWeight;
+    const font = `${style.fontStyle} ${weight} ${style.fontSize} ${style.fontFamily}`;
     if (!this.context || (width === this.width && font === this.font)) return false;
     [this.width, this.font, this.context.font] = [width, font, font];
     this.cache.clear();
@@ -330,9 +339,12 @@ export function legendPanel(): Panel {
 
 /**
  * The hovered token's top classes as a title and a list of bars. Its rows are reused: a new layer or
- * token rewrites their texts and bar widths in place.
+ * token rewrites their texts and bar widths in place. Long names are cut in script, as the chips'
+ * are: a held arrow key over a hovered token repaints them every key.
  */
 export function hoverPanel(): Panel {
+  const fitted = new FittedNames();
+  let last: Frame | null = null;
   const root = el("div", "vl-hover");
   const hint = el("span", "vl-hint", "Hover a token: its top-5 classes. Click: select it.");
   const title = el("div", "vl-hover-title");
@@ -349,6 +361,20 @@ export function hoverPanel(): Panel {
     return Object.assign(li, { parts: { name, bar, prob } });
   });
   root.append(hint, title, list);
+  fitted.follow(rows.at(0).parts.name, () => last && showRows(last));
+  rows.hideFrom(0);
+  const showRows = (frame: Frame) => {
+    last = frame;
+    const top = frame.hovered === null ? [] : frame.top(frame.hovered);
+    top.forEach(({ cls, prob }, i) => {
+      const { name, bar, prob: percent } = rows.at(i).parts;
+      setText(name, fitted.fit(frame.names[cls]));
+      const width = `${Math.round(prob * 100)}%`;
+      if (bar.style.width !== width) bar.style.width = width;
+      setText(percent, `${(prob * 100).toFixed(1)}%`);
+    });
+    rows.hideFrom(top.length);
+  };
   return {
     root,
     update(frame) {
@@ -357,16 +383,8 @@ export function hoverPanel(): Panel {
       if (hint.hidden !== showing)
         [hint.hidden, title.hidden, list.hidden] = [showing, !showing, !showing];
       if (!showing) return;
-      const top = frame.top(token);
       setText(title, `${tokenName(frame.layout, token)} · top classes here`);
-      top.forEach(({ cls, prob }, i) => {
-        const { name, bar, prob: percent } = rows.at(i).parts;
-        setText(name, frame.names[cls]);
-        const width = `${Math.round(prob * 100)}%`;
-        if (bar.style.width !== width) bar.style.width = width;
-        setText(percent, `${(prob * 100).toFixed(1)}%`);
-      });
-      rows.hideFrom(top.length);
+      showRows(frame);
     },
   };
 }

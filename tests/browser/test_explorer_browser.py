@@ -399,6 +399,7 @@ LAYER_CHANGE_MUTATIONS = f"""async () => {{
   const heights = [];
   const charts = [];
   const chips = [];
+  const hovers = [];
   const heat = ui.root.querySelector('canvas.vl-heat');
   for (let i = 0; i < 200 && !heat.hidden; i++) await new Promise(r => setTimeout(r, 10));  // the image took over
   const context = heat.getContext('2d');
@@ -411,12 +412,15 @@ LAYER_CHANGE_MUTATIONS = f"""async () => {{
     heights.push(ui.root.getBoundingClientRect().height);
     charts.push(ui.root.querySelector('svg.vl-trajectories').getBoundingClientRect().top);
     chips.push([...ui.root.querySelectorAll('.vl-chip:not([hidden])')].map(c => [c.ariaLabel, c.offsetTop, c.textContent]));
+    hovers.push([...ui.root.querySelectorAll('.vl-hover-list li:not([hidden]) .vl-hover-name')].map(
+      n => [n.textContent, n.scrollWidth <= n.clientWidth, getComputedStyle(n).overflow]));
     shown.push(({SHOWN_HEAT_PIXELS})(heat).join());
   }}
   delete context.putImageData;
   watch.disconnect();
   watchTitles.disconnect();
-  return {{inserted: records.length, titles: titles.length, heights, charts, chips, canvasWrites, shown}};
+  const names = ui.model.get('class_names');
+  return {{inserted: records.length, titles: titles.length, heights, charts, chips, hovers, names, canvasWrites, shown}};
 }}"""
 
 
@@ -439,6 +443,12 @@ def test_a_layer_change_rewrites_the_panels_in_place_and_moves_nothing(lab_page)
         assert {top for _, top, _ in shown} == {shown[0][1]}  # one line
         assert len({tuple(name for name, _, _ in chips) for chips in changes["chips"]}) > 1  # and they did change
         assert changes["titles"] == 0
+        hovered = [name for names in changes["hovers"] for name in names]
+        assert {len(names) for names in changes["hovers"]} == {5}
+        assert {clip for _, _, clip in hovered} == {"visible"}  # no clip: cut in script, as the chips
+        assert all(fits for _, fits, _ in hovered)
+        cut = [text for text, _, _ in hovered if text not in changes["names"]]
+        assert all(t.endswith("…") and any(n.startswith(t[:-1]) for n in changes["names"]) for t in cut)
         chip = page.locator(".vl-chip").nth(1)
         chip.hover()  # the tooltip: the full name, set when the pointer comes
         page.wait_for_function("(chip) => chip.title === chip.ariaLabel", arg=chip.element_handle())
