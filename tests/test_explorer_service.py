@@ -87,6 +87,15 @@ def test_a_single_class_is_ranked_at_once_while_the_index_is_sorted_in_the_backg
         np.testing.assert_array_equal(got, service.trace.identifiability(cls, "mlp"))
 
 
+def test_the_background_sort_hands_its_temporaries_back(service, monkeypatch):
+    service.show(service.trace, 0, 10, base=service.base_trace)
+    trims = []
+    monkeypatch.setattr(service_module, "trim_heap", lambda: trims.append(service._rank_index))
+    service.answer({"kind": "slices", "id": 1, "image": 0, "site": "attn", "metric": "identifiability", "classes": [1]})
+    _background_done(service)
+    assert len(trims) == 1 and trims[0][0] == "attn"  # once the index is kept and its sort's arrays are freed
+
+
 def test_an_index_sorted_for_a_trace_no_longer_shown_is_dropped(service, lens, monkeypatch):
     service.show(service.trace, 0, 6, base=service.base_trace)
     release = _blocked_rank_index(monkeypatch)

@@ -32,6 +32,7 @@ from torch import nn
 from ..engine.lens import Lens
 from ..engine.preprocess import ImageLike
 from ..engine.trace import Trace
+from .heap import release_freed_memory, trim_heap
 from .payload import layout_dict, png_bytes, token_topk
 from .protocol import ProtocolError, error_reply, parse_state
 from .service import ExplorerService
@@ -484,27 +485,6 @@ class Explorer(anywidget.AnyWidget):
 EXPLORER_TRAITS = frozenset(Explorer.class_own_traits(sync=True))
 assert VIEW_TRAITS.issubset(EXPLORER_TRAITS), "every trait a view may set is an explorer trait"
 KERNEL_TRAITS = EXPLORER_TRAITS - VIEW_TRAITS  # what the kernel sets and a view only reads
-
-
-def release_freed_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the system (glibc ``malloc_trim``; elsewhere a no-op)."""
-    import gc
-
-    gc.collect()
-    trim_heap()
-
-
-def trim_heap() -> None:
-    """Hand heap pages freed by the last trace back to the system (about 1 ms; 20-50 MB for ViT-B/16).
-
-    glibc keeps freed pages of large arrays for reuse, per thread, so a kernel answering
-    from a subshell thread grows by a retrace's worth each time without it.
-    """
-    import contextlib
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def check_gallery(lens: Lens, images: Any) -> list:

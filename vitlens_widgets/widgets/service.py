@@ -22,6 +22,7 @@ import numpy as np
 
 from ..engine.lens import Lens
 from ..engine.trace import RankIndex, Trace
+from .heap import trim_heap
 from .payload import metric_slices, token_memories
 from .protocol import (
     Limits,
@@ -166,6 +167,7 @@ class ExplorerService:
                 if self.trace is trace and self._is_building(trace, site):
                     self._rank_index = (site, index)
                     self._building = None
+            trim_heap()  # the sort's temporaries were freed in this thread's arena
 
         self._builder.submit(build)
 
