@@ -361,8 +361,6 @@ export function hoverPanel(): Panel {
     return Object.assign(li, { parts: { name, bar, prob } });
   });
   root.append(hint, title, list);
-  fitted.follow(rows.at(0).parts.name, () => last && showRows(last));
-  rows.hideFrom(0);
   const showRows = (frame: Frame) => {
     last = frame;
     const top = frame.hovered === null ? [] : frame.top(frame.hovered);
@@ -375,6 +373,8 @@ export function hoverPanel(): Panel {
     });
     rows.hideFrom(top.length);
   };
+  fitted.follow(rows.at(0).parts.name, () => last && showRows(last)); // the names' column width
+  rows.hideFrom(0);
   return {
     root,
     update(frame) {
